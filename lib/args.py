@@ -1,0 +1,81 @@
+"""The one flag vocabulary shared by every training script (DESIGN.md, "One vocabulary of flags").
+
+Scripts call `add_common_args(parser)` and then change what differs with
+`parser.set_defaults(...)`, so `--src`, `--iters`, `--amp` ... mean the same thing everywhere
+and shell loops over scripts keep working.
+"""
+import argparse
+
+
+def add_data_args(parser, src="proc-a", tgt="proc-b"):
+    """Dataset flags, shared with evaluate.py."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--src", default=src, help="source domain dataset name (default: %(default)s)")
+    g.add_argument("--tgt", default=tgt, help="target domain dataset name (default: %(default)s)")
+    g.add_argument("--data-root", default=None,
+                   help="folder holding one sub-folder per real dataset (not needed for proc-*)")
+    g.add_argument("--size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"),
+                   help="training resolution (default: %(default)s)")
+    g.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
+    g.add_argument("--proc-length", type=int, default=None,
+                   help="override the length of procedural splits (e.g. for quick runs)")
+    return g
+
+
+def add_common_args(parser):
+    """Every flag the training scripts share; defaults are the CPU-friendly embedded run."""
+    add_data_args(parser)
+    g = parser.add_argument_group("model")
+    g.add_argument("--backbone", default="resnet18",
+                   choices=["resnet18", "resnet34", "resnet50", "resnet101"])
+    g.add_argument("--pretrained", default="none",
+                   help="none | imagenet (torchvision download) | PATH to a local checkpoint")
+    g = parser.add_argument_group("optimisation")
+    g.add_argument("--batch-size", type=int, default=4, help="images per process and domain")
+    g.add_argument("--iters", type=int, default=1000, help="training iterations")
+    g.add_argument("--lr", type=float, default=1e-4, help="base learning rate")
+    g.add_argument("--poly-power", type=float, default=0.9, help="poly schedule power")
+    g = parser.add_argument_group("engine")
+    g.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    g.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
+                   help="autocast dtype; fp16 uses one GradScaler shared by all optimizers")
+    g.add_argument("--channels-last", action="store_true", help="use the channels_last memory format")
+    g.add_argument("--sync-bn", action="store_true", help="convert BatchNorm to SyncBatchNorm under DDP")
+    g.add_argument("--compile", action="store_true", help="wrap models with torch.compile")
+    g.add_argument("--seed", type=int, default=0, help="base seed (+ rank, + worker)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="torch.use_deterministic_algorithms(True), slower but repeatable")
+    g.add_argument("--output-dir", default=None, help="run folder (default: runs/<script>)")
+    g.add_argument("--resume", default=None,
+                   help="checkpoint to continue from, or 'auto' for OUTPUT_DIR/checkpoint.pth")
+    g.add_argument("--stop-at", type=int, default=None, metavar="ITER",
+                   help="checkpoint and exit after iteration ITER without finishing (time-limited "
+                        "jobs); continue later with --resume auto")
+    g.add_argument("--eval-every", type=int, default=0, help="evaluate every N iterations (0: at the end)")
+    g.add_argument("--save-every", type=int, default=500, help="checkpoint every N iterations")
+    g.add_argument("--log-every", type=int, default=20, help="console / log.jsonl every N iterations")
+    g.add_argument("--eval-batches", type=int, default=None,
+                   help="cap on validation batches (default: the whole split)")
+    return parser
+
+
+def check_common_args(args):
+    """Reject flag values that would fail later with an obscure error."""
+    if args.iters <= 0:
+        raise SystemExit(f"--iters must be positive, got {args.iters}")
+    if args.batch_size <= 0:
+        raise SystemExit(f"--batch-size must be positive, got {args.batch_size}")
+    if min(args.size) <= 0:
+        raise SystemExit(f"--size H W must be positive, got {args.size}")
+    return args
+
+
+def parse(parser, argv=None):
+    """Parse argv (None: sys.argv) and check the shared flags."""
+    return check_common_args(parser.parse_args(argv))
+
+
+def new_parser(description, add_help=True):
+    """A parser with the script's docstring and the defaults shown in --help."""
+    return argparse.ArgumentParser(description=description, add_help=add_help,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,0 +1,521 @@
+"""The engine every training script shares (DESIGN.md, "Engine").
+
+One pattern each for: distributed set-up (torchrun / SLURM, NCCL on CUDA, gloo on CPU),
+AMP (one GradScaler shared by several optimizers), seeding, resumable data streams,
+checkpoints (one schema, written atomically, resumed exactly), logging and the
+non-finite-loss stop. Scripts wire these together; they do not re-implement them.
+"""
+import contextlib
+import datetime
+import json
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+CHECKPOINT_VERSION = 1
+
+
+class UserError(RuntimeError):
+    """A mistake in flags, files or data that the user can fix; printed as one line."""
+
+
+def cli(main, args):
+    """Run a script's main(args); user errors become one line on stderr and exit code 2."""
+    try:
+        return main(args)
+    except (UserError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# ----------------------------------------------------------------------------- distributed
+def _env_int(*names):
+    """The first of several environment variables that is set, as int (None if none is)."""
+    for name in names:
+        if os.environ.get(name) not in (None, ""):
+            return int(os.environ[name])
+    return None
+
+
+def init_distributed(args):
+    """Read torchrun or SLURM variables, pick the device and start the process group.
+
+    Sets args.rank, args.world_size, args.local_rank, args.distributed and args.device.
+    SLURM (srun without torchrun) needs MASTER_ADDR / MASTER_PORT exported by the batch script;
+    single-node defaults are 127.0.0.1:29500.
+    """
+    rank = _env_int("RANK", "SLURM_PROCID")
+    world = _env_int("WORLD_SIZE", "SLURM_NTASKS")
+    local = _env_int("LOCAL_RANK", "SLURM_LOCALID")
+    args.rank, args.world_size = rank or 0, world or 1
+    args.local_rank = local if local is not None else args.rank
+    args.distributed = args.world_size > 1
+    args.device = _pick_device(getattr(args, "device", None), args.local_rank)
+    if args.distributed and not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", "29500")
+        backend = "nccl" if args.device.type == "cuda" else "gloo"
+        if args.device.type == "cuda":
+            torch.cuda.set_device(args.device)
+        dist.init_process_group(backend, rank=args.rank, world_size=args.world_size)
+    return args
+
+
+def _pick_device(name, local_rank):
+    """cuda:<local rank> when CUDA is there (or asked for), else cpu."""
+    if name in (None, "", "auto"):
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for but CUDA is not available; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+    return device
+
+
+def is_main(args=None):
+    """True on rank 0 (and when not distributed)."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def cleanup_distributed():
+    """Destroy the process group if one was started."""
+    if dist.is_initialized():
+        dist.barrier()  # no rank tears down while another still talks to it
+        dist.destroy_process_group()
+
+
+def all_reduce_mean(values):
+    """Average a dict of floats over processes (for logging only)."""
+    if not dist.is_initialized() or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return {k: v / dist.get_world_size() for k, v in zip(keys, t.tolist())}
+
+
+def prepare_model(model, args, ddp=True, find_unused=False):
+    """Move to the device, apply --channels-last / --sync-bn, wrap in DDP and --compile."""
+    model = model.to(args.device)
+    if getattr(args, "channels_last", False):
+        model = model.to(memory_format=torch.channels_last)
+    trainable = any(p.requires_grad for p in model.parameters())
+    if getattr(args, "distributed", False) and ddp and trainable:
+        if getattr(args, "sync_bn", False):
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [args.device.index] if args.device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=find_unused)
+    if getattr(args, "compile", False):
+        model = torch.compile(model)
+    return model
+
+
+def unwrap(model):
+    """The plain module under DDP and torch.compile wrappers."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+# ----------------------------------------------------------------------------- seeding
+def seed_everything(seed, deterministic=False):
+    """Seed python, numpy and torch; optionally force deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        # cuBLAS needs this workspace setting to be deterministic (CUDA docs).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def sample_seed(seed, epoch, index):
+    """A 32-bit seed for one sample of one epoch, independent of workers and ranks."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+def rng_state():
+    """All global RNG states, as types torch.load(weights_only=True) accepts."""
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                       int(np_state[2]), int(np_state[3]), float(np_state[4])]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    """Inverse of rng_state()."""
+    random.setstate(_as_tuple(state["python"]))
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x):
+    """Lists back to tuples, recursively (random.setstate insists on tuples)."""
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+# ----------------------------------------------------------------------------- AMP
+class Amp:
+    """--amp off|bf16|fp16: one autocast context and one GradScaler for all optimizers.
+
+    Usage: with amp.autocast(): loss = ...; amp.backward(loss); amp.step([opt_g, opt_d]).
+    """
+
+    def __init__(self, mode, device):
+        if mode not in ("off", "bf16", "fp16"):
+            raise UserError(f"--amp must be off, bf16 or fp16, got {mode!r}")
+        if mode == "fp16" and device.type != "cuda":
+            raise UserError("--amp fp16 needs CUDA; use --amp bf16 on the CPU")
+        self.mode, self.device_type = mode, device.type
+        self.dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=mode == "fp16")
+
+    def autocast(self):
+        """The autocast context (a no-op when --amp off)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+    def backward(self, loss, retain_graph=False):
+        """loss.backward(), scaled for fp16."""
+        self.scaler.scale(loss).backward(retain_graph=retain_graph)
+
+    def step(self, optimizers):
+        """Step several optimizers with one scaler, then update the scale once."""
+        for opt in optimizers:
+            self.scaler.step(opt)
+        self.scaler.update()
+
+    def state_dict(self):
+        return self.scaler.state_dict()
+
+    def load_state_dict(self, state):
+        if state:
+            self.scaler.load_state_dict(state)
+
+
+def poly_scheduler(optimizer, iters, power=0.9):
+    """Poly decay lr = base * (1 - it / iters) ** power, stepped once per iteration."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: max(0.0, 1.0 - it / iters) ** power)
+
+
+# ----------------------------------------------------------------------------- data
+class _SeededDataset(torch.utils.data.Dataset):
+    """Calls dataset[index] under a per-sample seed, so random augmentation is the same
+    whatever the worker, the rank or a resume; stamps the `domain` key when given."""
+
+    def __init__(self, dataset, domain=None):
+        self.dataset, self.domain = dataset, domain
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        index, seed = item
+        with _isolated_rng(seed):
+            sample = self.dataset[index]
+        if self.domain is not None:
+            sample["domain"] = self.domain
+        return sample
+
+
+@contextlib.contextmanager
+def _isolated_rng(seed):
+    """Seed python/numpy/torch for one sample without disturbing the caller's streams."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+class ResumableBatchSampler:
+    """Batches of (index, seed) for this rank: a fresh permutation per epoch from (seed, epoch),
+    sharded rank::world, starting `position` batches into the epoch (for exact resume)."""
+
+    def __init__(self, size, batch_size, seed, rank=0, world_size=1, shuffle=True):
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
+        self.epoch, self.position = 0, 0
+        if len(self) == 0:
+            raise UserError(f"dataset of {size} samples is smaller than one global batch "
+                            f"({batch_size} x {world_size} processes): lower --batch-size")
+
+    def __len__(self):
+        return (self.size // self.world_size) // self.batch_size
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        mine = order[self.rank::self.world_size]
+        for b in range(self.position, len(self)):
+            batch = mine[b * self.batch_size:(b + 1) * self.batch_size]
+            yield [(i, sample_seed(self.seed, self.epoch, i)) for i in batch]
+
+
+class InfiniteLoader:
+    """An endless, resumable stream of training batches: `next(loader)`.
+
+    state_dict() records (epoch, position) so a resumed run sees exactly the batches the
+    uninterrupted run would have seen.
+    """
+
+    def __init__(self, dataset, batch_size, args, domain=None, shuffle=True):
+        self.sampler = ResumableBatchSampler(len(dataset), batch_size, args.seed,
+                                             args.rank, args.world_size, shuffle)
+        workers = getattr(args, "workers", 0)
+        self.loader = torch.utils.data.DataLoader(
+            _SeededDataset(dataset, domain), batch_sampler=self.sampler, num_workers=workers,
+            pin_memory=args.device.type == "cuda", persistent_workers=workers > 0,
+            # DataLoader draws its base seed from this generator: a private one keeps the
+            # global stream (dropout, init) independent of how many loaders a script builds.
+            generator=torch.Generator().manual_seed(args.seed))
+        self._iter = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._iter is None:
+            self._iter = iter(self.loader)
+        try:
+            batch = next(self._iter)
+        except StopIteration:
+            self.sampler.epoch, self.sampler.position = self.sampler.epoch + 1, 0
+            self._iter = iter(self.loader)
+            batch = next(self._iter)
+        self.sampler.position += 1
+        return batch
+
+    def state_dict(self):
+        return {"epoch": self.sampler.epoch, "position": self.sampler.position}
+
+    def load_state_dict(self, state):
+        self.sampler.epoch, self.sampler.position = state["epoch"], state["position"]
+        self._iter = None
+
+
+class _Shard(torch.utils.data.Sampler):
+    """indices rank::world without padding, so DDP evaluation counts each sample once."""
+
+    def __init__(self, size, rank, world_size, limit=None):
+        self.indices = list(range(size))[rank::world_size][:limit]
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def eval_loader(dataset, batch_size, args, max_batches=None):
+    """An ordered, sharded DataLoader for evaluation (each sample seen by one process)."""
+    limit = None if max_batches is None else max_batches * batch_size
+    sampler = _Shard(len(dataset), getattr(args, "rank", 0), getattr(args, "world_size", 1), limit)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                                       num_workers=getattr(args, "workers", 0))
+
+
+def to_device(batch, device, channels_last=False):
+    """Move the tensors of a batch dict to the device (non-blocking)."""
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            v = v.to(device, non_blocking=True)
+            if channels_last and k == "image":
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def atomic_save(obj, path):
+    """torch.save to a temporary file in the same folder, then rename: never half-written."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def write_json(obj, path):
+    """Write JSON atomically (temp file + rename)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def json_args(args):
+    """The args namespace as JSON-safe values (devices and paths as strings)."""
+    safe = {}
+    for k, v in vars(args).items():
+        safe[k] = v if isinstance(v, (int, float, str, bool, type(None), list)) else str(v)
+    return safe
+
+
+def save_checkpoint(path, *, script, iteration, args, models, optimizers=None, schedulers=None,
+                    amp=None, loaders=None, model_specs=None, extra=None):
+    """The one checkpoint schema (DESIGN.md): everything `--resume` needs, written atomically."""
+    state = {
+        "format": CHECKPOINT_VERSION, "script": script, "iteration": iteration,
+        "args": json_args(args),
+        "models": {k: unwrap(m).state_dict() for k, m in models.items()},
+        "model_specs": model_specs or {},
+        "optimizers": {k: o.state_dict() for k, o in (optimizers or {}).items()},
+        "schedulers": {k: s.state_dict() for k, s in (schedulers or {}).items()},
+        "scaler": amp.state_dict() if amp is not None else {},
+        "loaders": {k: ld.state_dict() for k, ld in (loaders or {}).items()},
+        "rng": rng_state(), "extra": extra or {},
+    }
+    if is_main():
+        atomic_save(state, path)
+    return path
+
+
+def load_checkpoint(path, script=None, flag="--resume"):
+    """Load a checkpoint of this project (weights_only=True); check which script wrote it."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint not found: {path} (check {flag})")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file: say which, not a pickle trace
+        raise UserError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+    if not isinstance(ckpt, dict) or "script" not in ckpt or "models" not in ckpt:
+        raise UserError(f"{path} is not a checkpoint of this repository (no 'script'/'models' "
+                        f"keys); pass a checkpoint.pth written by one of its scripts to {flag}")
+    if script is not None and ckpt["script"] != script:
+        raise UserError(f"{path} was written by {ckpt['script']}, not {script}; pass a checkpoint "
+                        f"of {script} to {flag} (or a fresh --output-dir)")
+    return ckpt
+
+
+def restore(ckpt, *, models, optimizers=None, schedulers=None, amp=None, loaders=None):
+    """Load every state of a checkpoint strictly; returns the iteration to continue from."""
+    for name, model in models.items():
+        if name not in ckpt["models"]:
+            raise UserError(f"checkpoint has no model {name!r} (it has {sorted(ckpt['models'])})")
+        unwrap(model).load_state_dict(ckpt["models"][name], strict=True)
+    for group, objs in (("optimizers", optimizers), ("schedulers", schedulers), ("loaders", loaders)):
+        for name, obj in (objs or {}).items():
+            obj.load_state_dict(ckpt[group][name])
+    if amp is not None:
+        amp.load_state_dict(ckpt.get("scaler"))
+    set_rng_state(ckpt["rng"])
+    return ckpt["iteration"]
+
+
+def stop_iteration(args):
+    """Where this run stops: --iters, or earlier with --stop-at (a checkpoint is written there)."""
+    stop = getattr(args, "stop_at", None)
+    return args.iters if stop is None else max(0, min(stop, args.iters))
+
+
+def should_save(iteration, args):
+    """Checkpoint every --save-every iterations and always at the last one of this run."""
+    every = getattr(args, "save_every", 0)
+    return bool(every and iteration % every == 0) or iteration == stop_iteration(args)
+
+
+def resume_path(args):
+    """The checkpoint to resume from: --resume PATH, or 'auto' = OUTPUT_DIR/checkpoint.pth if present."""
+    if args.resume == "auto":
+        path = os.path.join(args.output_dir, "checkpoint.pth")
+        return path if os.path.isfile(path) else None
+    return args.resume
+
+
+# ----------------------------------------------------------------------------- logging
+def setup_run(args, script):
+    """Distributed set-up, seeding, the run folder and args.json; returns a RunLogger."""
+    init_distributed(args)
+    if args.output_dir is None:
+        args.output_dir = os.path.join("runs", script.removesuffix(".py"))
+    seed_everything(args.seed + args.rank, getattr(args, "deterministic", False))
+    if is_main():
+        os.makedirs(args.output_dir, exist_ok=True)
+        write_json(json_args(args), os.path.join(args.output_dir, "args.json"))
+    return RunLogger(args.output_dir, args.iters, getattr(args, "log_every", 20))
+
+
+class RunLogger:
+    """Console progress (rate, ETA, peak memory) and log.jsonl, on rank 0 only."""
+
+    def __init__(self, output_dir, total_iters, log_every=20):
+        self.path = os.path.join(output_dir, "log.jsonl")
+        self.total, self.every = total_iters, max(1, log_every)
+        self.t0, self.start_it = time.time(), 0
+
+    def start(self, iteration):
+        """Call once before the loop (after a resume) so the rate counts only this run."""
+        self.t0, self.start_it = time.time(), iteration
+
+    def step(self, iteration, scalars, lr=None):
+        """Log iteration (1-based count of finished iterations) every `log_every` steps."""
+        if iteration % self.every and iteration != self.total:
+            return
+        scalars = all_reduce_mean(scalars)
+        if not is_main():
+            return
+        rate = (iteration - self.start_it) / max(time.time() - self.t0, 1e-9)
+        eta = datetime.timedelta(seconds=int((self.total - iteration) / max(rate, 1e-9)))
+        terms = " ".join(f"{k}={v:.4g}" for k, v in scalars.items())
+        mem = ""
+        if torch.cuda.is_available():
+            mem = f" | mem {torch.cuda.max_memory_allocated() / 2**30:.2f}G"
+        lr_s = f" lr={lr:.3g}" if lr is not None else ""
+        print(f"[{iteration}/{self.total}] {terms}{lr_s} | {rate:.2f} it/s | eta {eta}{mem}", flush=True)
+        self.write({"iter": iteration, **scalars, **({"lr": lr} if lr is not None else {}),
+                    "it_per_s": rate})
+
+    def write(self, record):
+        """Append one JSON object to log.jsonl (rank 0 only)."""
+        if is_main():
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+class NonFiniteLoss(UserError):
+    """Raised when a loss term becomes NaN or inf."""
+
+
+def check_finite(losses, iteration, names=()):
+    """Stop with the step, every loss term and the batch's sample names if any term is not finite."""
+    # One device-to-host copy for all terms: a sync per term would stall the GPU.
+    device = next((v.device for v in losses.values() if torch.is_tensor(v)), "cpu")
+    stacked = torch.stack([torch.as_tensor(v, device=device).detach().float().reshape(())
+                           for v in losses.values()])
+    values = dict(zip(losses, stacked.tolist()))
+    if all(np.isfinite(v) for v in values.values()):
+        return values
+    terms = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+    shown = list(names)[:8]
+    raise NonFiniteLoss(f"non-finite loss at iteration {iteration}: {terms}; batch {shown}. "
+                        "Lower --lr, try --amp off, or check these samples.")

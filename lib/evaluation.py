@@ -1,0 +1,77 @@
+"""Scoring a model, or saved predictions, on a labelled split: shared by evaluate.py and
+every training script, so all numbers in this repository come from one code path."""
+import torch
+import torch.nn.functional as F
+
+from lib.metrics import ConfusionMatrix, DepthMeter, NormalMeter
+
+TASKS = ("semantic", "depth", "normals")
+
+
+class Scorer:
+    """Accumulates semantic / depth / normal metrics over batches (DDP-reducible)."""
+
+    def __init__(self, tasks, num_classes=None, min_depth=1e-3, max_depth=80.0, device="cpu"):
+        self.tasks = tuple(tasks)
+        self.meters = {}
+        if "semantic" in self.tasks:
+            self.meters["semantic"] = ConfusionMatrix(num_classes, device=device)
+        if "depth" in self.tasks:
+            self.meters["depth"] = DepthMeter(min_depth, max_depth)
+        if "normals" in self.tasks:
+            self.meters["normals"] = NormalMeter()
+
+    def update(self, preds, batch):
+        """preds: the model's output dict (any resolution); batch: the sample dict."""
+        for task, meter in self.meters.items():
+            if task not in preds or task not in batch:
+                continue
+            target = batch[task]
+            pred = resize_prediction(task, preds[task], target.shape[-2:])
+            if task == "semantic":
+                pred = pred.argmax(1) if pred.dim() == target.dim() + 1 else pred
+            meter.update(pred, target)
+
+    def compute(self):
+        """Reduce over processes and return one flat dict (the keys of metrics.json)."""
+        out = {}
+        for meter in self.meters.values():
+            if hasattr(meter, "reduce_from_all_processes"):
+                meter.reduce_from_all_processes()
+            out.update(meter.compute())
+        return out
+
+
+def resize_prediction(task, pred, size):
+    """Bring a prediction to the label's HxW: bilinear for scores, depth and normals."""
+    if tuple(pred.shape[-2:]) == tuple(size):
+        return pred
+    if task == "semantic" and not pred.is_floating_point():
+        return F.interpolate(pred[:, None].float(), size=size, mode="nearest")[:, 0].long()
+    if task == "depth":
+        return F.interpolate(pred[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    out = F.interpolate(pred, size=size, mode="bilinear", align_corners=False)
+    return F.normalize(out, dim=1) if task == "normals" else out
+
+
+@torch.no_grad()
+def evaluate_model(model, loader, device, tasks, num_classes=None, min_depth=1e-3,
+                   max_depth=80.0, amp=None, on_batch=None):
+    """Run `model` (returning the dict of lib.models) over `loader` and score `tasks`.
+
+    on_batch(batch, preds) is called for every batch (e.g. to save predictions or panels).
+    """
+    was_training = model.training
+    model.eval()
+    scorer = Scorer(tasks, num_classes, min_depth, max_depth, device)
+    for batch in loader:
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+                 for k, v in batch.items()}
+        with amp.autocast() if amp is not None else torch.autocast(device.type, enabled=False):
+            preds = model(batch["image"])
+        preds = {k: v.float() for k, v in preds.items()}
+        scorer.update(preds, batch)
+        if on_batch is not None:
+            on_batch(batch, preds)
+    model.train(was_training)
+    return scorer.compute()
