@@ -231,7 +231,8 @@ def main(args):
     args.classes = args.classes or entry.num_classes
     size = ckpt["args"].get("size", args.size) if ckpt and args.size == [128, 256] else args.size
     wanted = [t for t in (args.task or TASKS) if t in entry.labels]
-    dataset = build_dataset(name, args.split, size, args.data_root, labels=wanted, role="--dataset")
+    dataset = build_dataset(name, args.split, size, args.data_root, length=args.proc_length,
+                            labels=wanted, role="--dataset")
     default_out = (os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"eval-{name}-{args.split}")
                    if args.checkpoint else args.pred_dir.rstrip("/") + "-eval")
     out_dir = args.output_dir or default_out

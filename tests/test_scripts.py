@@ -1,0 +1,123 @@
+"""End to end on tiny procedural data: exact resume, bf16, evaluate.py both ways, CLI errors."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import evaluate
+from lib import engine
+from lib.data import DATASETS, DatasetEntry, build_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import train_supervised  # noqa: E402
+
+TINY = ["--size", "32", "64", "--batch-size", "2", "--proc-length", "8", "--workers", "0",
+        "--eval-batches", "1", "--log-every", "1", "--device", "cpu"]
+
+
+def run_train(out_dir, *extra):
+    args = train_supervised.get_args_parser().parse_args(
+        TINY + ["--iters", "4", "--output-dir", str(out_dir), "--save-every", "0", *extra])
+    return train_supervised.main(args)
+
+
+def weights(out_dir):
+    return torch.load(os.path.join(out_dir, "checkpoint.pth"), weights_only=True)["models"]["model"]
+
+
+def test_resume_continues_exactly(tmp_path):
+    run_train(tmp_path / "full", "--tasks", "semantic", "depth")
+    assert run_train(tmp_path / "cut", "--tasks", "semantic", "depth", "--stop-at", "2") is None
+    assert torch.load(tmp_path / "cut" / "checkpoint.pth", weights_only=True)["iteration"] == 2
+    run_train(tmp_path / "cut", "--tasks", "semantic", "depth", "--resume", "auto")
+    full, cut = weights(tmp_path / "full"), weights(tmp_path / "cut")
+    for k in full:
+        assert torch.equal(full[k], cut[k]), k
+    log = [json.loads(line) for line in open(tmp_path / "cut" / "log.jsonl")]
+    assert [r["iter"] for r in log if "loss" in r] == [1, 2, 3, 4]
+    metrics = json.load(open(tmp_path / "full" / "metrics.json"))
+    assert {"mIoU", "acc", "abs_rel", "a1"} <= set(metrics["target"])
+
+
+def test_bf16_training_on_cpu(tmp_path):
+    metrics = run_train(tmp_path, "--amp", "bf16")
+    assert np.isfinite(metrics["source"]["mIoU"])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    run_train(out, "--tasks", "semantic", "depth", "normals")
+    return out
+
+
+def run_eval(*argv):
+    return evaluate.main(evaluate.get_args_parser().parse_args(list(argv)))
+
+
+def test_evaluate_checkpoint_and_saved_predictions_agree(trained, tmp_path):
+    ckpt = str(trained / "checkpoint.pth")
+    common = ["--dataset", "proc-b", "--proc-length", "4", "--device", "cpu"]
+    m = run_eval("--checkpoint", ckpt, *common, "--save-preds", "--save-vis", "2",
+                 "--output-dir", str(tmp_path / "ev"))
+    assert os.path.isfile(tmp_path / "ev" / "metrics.json")
+    assert len(os.listdir(tmp_path / "ev" / "vis")) == 2
+    preds = str(tmp_path / "ev" / "preds")
+    for task, key in (("semantic", "mIoU"), ("normals", "median")):
+        m2 = run_eval("--pred-dir", preds, *common, "--task", task, "--size", "32", "64",
+                      "--output-dir", str(tmp_path / task))
+        assert m2[key] == pytest.approx(m[key], abs=0.02)
+    # depth PNGs hold metres * 256: agreement within that quantisation
+    m3 = run_eval("--pred-dir", preds, *common, "--task", "depth", "--size", "32", "64",
+                  "--output-dir", str(tmp_path / "depth"))
+    assert m3["abs_rel"] == pytest.approx(m["abs_rel"], rel=0.02, abs=1e-3)
+
+
+def test_prediction_of_wrong_size_is_refused(tmp_path):
+    sample = build_dataset("proc-b", "val", (32, 64), length=1, labels=["semantic"])[0]
+    path = tmp_path / "p" / (sample["name"] + ".png")
+    path.parent.mkdir(parents=True)
+    Image.fromarray(np.zeros((16, 32), np.uint8)).save(path)
+    with pytest.raises(engine.UserError, match=r"is \(16, 32\), the label is \(32, 64\)"):
+        run_eval("--pred-dir", str(tmp_path / "p"), "--dataset", "proc-b", "--task", "semantic",
+                 "--size", "32", "64", "--proc-length", "1")
+
+
+def test_missing_data_root_names_the_flag(monkeypatch):
+    monkeypatch.setitem(DATASETS, "fakecity", DatasetEntry(lambda **kw: None, ("semantic",),
+                                                           folder="fakecity"))
+    with pytest.raises(engine.UserError, match="pass --data-root DIR, the folder holding fakecity/"):
+        build_dataset("fakecity", "train", labels=["semantic"])
+    with pytest.raises(engine.UserError, match="'fakecity' .--tgt. has no depth labels"):
+        build_dataset("fakecity", "train", labels=["semantic", "depth"], role="--tgt")
+
+
+def cli(*argv):
+    return subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["tools/train_supervised.py", "--src", "nocity"], "unknown dataset 'nocity' for --src"),
+    (["evaluate.py", "--pred-dir", "EMPTY"], "is empty or missing"),
+    (["tools/train_supervised.py", "--resume", "CKPT", *TINY], "written by train_dada.py, not "
+     "train_supervised.py"),
+    (["evaluate.py", "--checkpoint", "CKPT"], "(from train_dada.py) has no inference model"),
+])
+def test_bad_input_is_one_line(tmp_path, argv, message):
+    (tmp_path / "empty").mkdir()
+    ckpt = str(tmp_path / "other.pth")
+    engine.save_checkpoint(ckpt, script="train_dada.py", iteration=1, args=argparse.Namespace(),
+                           models={"model": torch.nn.Linear(1, 1)})
+    argv = [a.replace("EMPTY", str(tmp_path / "empty")).replace("CKPT", ckpt) for a in argv]
+    res = cli(*argv)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and message in res.stderr
