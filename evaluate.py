@@ -60,6 +60,8 @@ def get_args_parser(add_help=True):
                         help="with --checkpoint: also write predictions in the --pred-dir layout")
     parser.add_argument("--output-dir", default=None,
                         help="where metrics.json goes (default: next to the checkpoint / pred-dir)")
+    # Score at the checkpoint's training resolution unless --size says otherwise.
+    parser.set_defaults(size=None)
     return parser
 
 
@@ -73,7 +75,11 @@ def load_inference_model(path, name=None):
     if name not in specs:
         raise engine.UserError(f"{path} (from {ckpt['script']}) has no inference model "
                                f"{name!r}; models with a spec: {sorted(specs)} (pick with --model)")
-    model = build_model(specs[name])
+    spec = specs[name]
+    if "pretrained" in spec.get("kwargs", {}):
+        # The checkpoint holds the trained weights: never re-download initial ones.
+        spec = {**spec, "kwargs": {**spec["kwargs"], "pretrained": "none"}}
+    model = build_model(spec)
     model.load_state_dict(ckpt["models"][name], strict=True)
     return model, ckpt
 
@@ -229,7 +235,7 @@ def main(args):
     name = args.dataset or (ckpt["args"].get("tgt") if ckpt else None) or "proc-b"
     entry = get_entry(name, "--dataset")
     args.classes = args.classes or entry.num_classes
-    size = ckpt["args"].get("size", args.size) if ckpt and args.size == [128, 256] else args.size
+    size = args.size or (ckpt["args"].get("size") if ckpt else None) or [128, 256]
     wanted = [t for t in (args.task or TASKS) if t in entry.labels]
     dataset = build_dataset(name, args.split, size, args.data_root, length=args.proc_length,
                             labels=wanted, role="--dataset")

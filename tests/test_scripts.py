@@ -121,3 +121,13 @@ def test_bad_input_is_one_line(tmp_path, argv, message):
     res = cli(*argv)
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and message in res.stderr
+
+
+def test_show_dataset_writes_one_row_per_sample(tmp_path):
+    import show_dataset
+    out = tmp_path / "pic.png"
+    show_dataset.main(show_dataset.get_args_parser().parse_args(
+        ["--size", "16", "32", "--num", "2", "--out", str(out)]))
+    w, h = Image.open(out).size
+    # 2 datasets x 2 samples = 4 rows of 5 tiles (image + 4 labels), 2-px padding around tiles
+    assert (w, h) == (5 * 32 + 6 * 2, 4 * 16 + 5 * 2)

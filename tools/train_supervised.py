@@ -32,7 +32,7 @@ def get_args_parser(add_help=True):
     parser.add_argument("--output-stride", type=int, default=16, choices=[8, 16, 32])
     parser.add_argument("--weight-decay", type=float, default=1e-4)
     # A from-scratch ResNet-18 on the CPU learns in minutes at 1e-3 (Adam); not a paper setting.
-    parser.set_defaults(lr=1e-3, iters=600, batch_size=8, save_every=200)
+    parser.set_defaults(lr=1e-3, iters=300, batch_size=8, save_every=100)
     return parser
 
 

@@ -40,10 +40,8 @@ way synthetic and real data differ:
   The noise textures are fixed tables per image size, so only appearance noise (never
   geometry or labels) changes with the resolution.
 
-Measured gap (ResNet-18 from scratch, stride 8, 1x1 head, Adam 1e-3, batch 8, tested on B val,
-11-class mIoU): 128x256, 300 iterations: trained on A 19.6, trained on B 47.8;
-64x128, 500 iterations: 20.6 vs 48.4.  Speed on one core at 128x256 with all labels:
-~230 samples/s for "a", ~160 for "b" (textures, shadows and camera effects cost extra).
+The measured domain gap and the generator's speed are in the README ("The procedural
+benchmark"), with the commands that produce them.
 """
 import functools
 import math
