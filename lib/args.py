@@ -9,7 +9,9 @@ import argparse
 
 def add_data_args(parser, src="proc-a", tgt="proc-b"):
     """Dataset flags, shared with evaluate.py."""
-    g = parser.add_argument_group("data")
+    from lib.data import DATASETS  # late import: lib.data imports the engine
+    listing = "; ".join(f"{k}: {e.description}" for k, e in DATASETS.items())
+    g = parser.add_argument_group("data", f"datasets: {listing}")
     g.add_argument("--src", default=src, help="source domain dataset name (default: %(default)s)")
     g.add_argument("--tgt", default=tgt, help="target domain dataset name (default: %(default)s)")
     g.add_argument("--data-root", default=None,

@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from lib import engine, losses  # noqa: E402
-from lib.args import add_common_args, new_parser  # noqa: E402
+from lib.args import add_common_args, new_parser, parse  # noqa: E402
 from lib.data import build_dataset, get_entry  # noqa: E402
 from lib.evaluation import evaluate_model  # noqa: E402
 from lib.models import build_model, model_spec  # noqa: E402
@@ -126,4 +126,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    engine.cli(main, get_args_parser().parse_args())
+    engine.cli(main, parse(get_args_parser()))

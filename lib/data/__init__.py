@@ -6,7 +6,7 @@ dataset can provide, and whether it needs files under --data-root. Real datasets
 register themselves next to the procedural ones.
 """
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lib.engine import UserError
 
@@ -21,7 +21,6 @@ class DatasetEntry:
     splits: tuple = ("train", "val", "test")
     num_classes: int = None
     description: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def _procedural(domain):

@@ -171,9 +171,13 @@ def _rays(domain, h, w):
     t_ground = np.where(d[1] > 0, cam.height * inv[1], np.inf).astype(np.float32)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     r2 = ((xx + 0.5 - w / 2) ** 2 + (yy + 0.5 - h / 2) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
+    # d[0] (and so inv[0]) varies along the columns only, d[1] and d[2] along the rows only:
+    # the ray casters work on these 1-D tables and broadcast (the same float32 values).
     rays = dict(d=d, inv=inv, negsign=-np.sign(d).astype(np.float32),
                 t_ground=t_ground, r2=r2.astype(np.float32),
-                row=((np.arange(h, dtype=np.float32) + 0.5) / h)[:, None])
+                row=((np.arange(h, dtype=np.float32) + 0.5) / h)[:, None],
+                d_u=d[0, 0].copy(), d_v1=d[1, :, :1].copy(), d_v2=d[2, :, :1].copy(),
+                inv_u=inv[0, 0].copy(), inv_v1=inv[1, :, :1].copy(), inv_v2=inv[2, :, :1].copy())
     for a in rays.values():
         a.setflags(write=False)  # shared cache: callers must not modify it
     return rays
@@ -451,32 +455,49 @@ def _bboxes(kind, geom, cam, h, w):
     return boxes, zc.min(1)         # the nearest corner bounds the depth of every point
 
 
-def _cast_box(rays, sl, g, t_buf):
-    """Slab test against one axis-aligned box: (t, axis) at the hit pixels and the hit mask."""
-    inv = rays["inv"]
-    iz = inv[2][sl]
+def _cast_box(rays, sl, g, t_buf, base):
+    """Slab test against one axis-aligned box over the pixels of `sl`: full-box arrays
+    (t_near, code, hit) with code = base + the entry axis (valid where hit)."""
+    vs, us = sl
+    iz = rays["inv_v2"][vs]              # rows only (nv x 1)
     t_near = iz * g[4]                   # every box lies in front: z0 > 0 is the near Z plane
     t_far = iz * g[5]
-    nears = []
-    for a in (0, 1):
-        lo, hi = g[2 * a], g[2 * a + 1]
-        ia = inv[a][sl]
-        if lo > 0 or hi < 0:             # camera outside this slab: one near, one far plane
-            near, far = (ia * lo, ia * hi) if lo > 0 else (ia * hi, ia * lo)
-            np.maximum(t_near, near, out=t_near)
-            np.minimum(t_far, far, out=t_far)
-            nears.append((a, near))
-        else:                            # camera inside the slab: only the exit plane counts
-            np.minimum(t_far, np.maximum(ia * lo, ia * hi), out=t_far)
-    hit = (t_near < t_far) & (t_near < t_buf)
+    # Y slab: rows only.
+    lo, hi = g[2], g[3]
+    iy = rays["inv_v1"][vs]
+    near_y = None
+    if lo > 0 or hi < 0:                 # camera outside this slab: one near, one far plane
+        near_y, far = (iy * lo, iy * hi) if lo > 0 else (iy * hi, iy * lo)
+        np.maximum(t_near, near_y, out=t_near)
+        np.minimum(t_far, far, out=t_far)
+    else:                                # camera inside the slab: only the exit plane counts
+        np.minimum(t_far, np.maximum(iy * lo, iy * hi), out=t_far)
+    # X slab: columns only; broadcasting makes the full-box arrays.
+    lo, hi = g[0], g[1]
+    ix = rays["inv_u"][us]
+    near_x = None
+    if lo > 0 or hi < 0:
+        near_x, far = (ix * lo, ix * hi) if lo > 0 else (ix * hi, ix * lo)
+        t_near = np.maximum(t_near, near_x)
+        t_far = np.minimum(t_far, far)
+    else:
+        t_near = np.broadcast_to(t_near, t_buf.shape)
+        t_far = np.minimum(t_far, np.maximum(ix * lo, ix * hi))
+    np.minimum(t_far, t_buf, out=t_far)
+    hit = t_near < t_far
     if not hit.any():
         return None
-    t = t_near[hit]
-    # The entry plane is the one whose near distance won the max (exact float equality).
-    axis = np.full(t.shape, _AX_Z, np.int32)
-    for a, near in nears:
-        axis[near[hit] == t] = a
-    return t, axis, hit
+    # The entry plane is the one whose near distance won the max (exact float equality);
+    # Y wins over X wins over Z.
+    if near_x is not None:
+        code = np.where(near_x == t_near, np.int32(base + _AX_X), np.int32(base + _AX_Z))
+        if near_y is not None:
+            np.copyto(code, np.int32(base + _AX_Y), where=near_y == t_near)
+    elif near_y is not None:
+        code = np.where(near_y == t_near, np.int32(base + _AX_Y), np.int32(base + _AX_Z))
+    else:
+        code = np.int32(base + _AX_Z)
+    return t_near, code, hit
 
 
 def _cast_ellipsoid(rays, sl, g, t_buf):
@@ -532,9 +553,17 @@ def _rasterise(scene, cam, size, domain):
         if kinds[i] == _ELLIPSOID:
             res = _cast_ellipsoid(rays, sl, geoms[i], tb)
         else:
-            res = _cast_box(rays, sl, geoms[i], tb)
-            if res is not None and kinds[i] == _LATTICE:
-                res = _lattice(rays, sl, geoms[i], param[i].tolist(), res)
+            res = _cast_box(rays, sl, geoms[i], tb, 8 * i)
+            if res is None:
+                continue
+            if kinds[i] != _LATTICE:
+                t_near, box_code, hit = res
+                np.copyto(tb, t_near, where=hit)
+                np.copyto(code[sl], box_code, where=hit)
+                continue
+            t_near, box_code, hit = res
+            axis = np.broadcast_to(box_code, hit.shape)[hit] - 8 * i
+            res = _lattice(rays, sl, geoms[i], param[i].tolist(), (t_near[hit], axis, hit))
         if res is None:
             continue
         t, axis, hit = res

@@ -1,0 +1,32 @@
+"""The shared flag vocabulary (DESIGN.md): every script speaks the same flags."""
+import argparse
+
+import pytest
+
+from lib.args import add_common_args, parse
+
+# DESIGN.md, "One vocabulary of flags", verbatim.
+VOCABULARY = ("--src --tgt --data-root --backbone --pretrained --size --batch-size --iters --lr "
+              "--workers --device --amp --channels-last --seed --deterministic --output-dir "
+              "--resume --eval-every --save-every").split()
+
+
+def test_every_shared_flag_is_defined():
+    parser = add_common_args(argparse.ArgumentParser())
+    defined = {opt for action in parser._actions for opt in action.option_strings}
+    assert set(VOCABULARY) <= defined
+
+
+def test_defaults_are_the_embedded_run():
+    args = parse(add_common_args(argparse.ArgumentParser()), [])
+    assert (args.src, args.tgt, args.size, args.amp) == ("proc-a", "proc-b", [128, 256], "off")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--iters", "0"], "--iters must be positive"),
+    (["--batch-size", "-1"], "--batch-size must be positive"),
+    (["--size", "0", "64"], "--size H W must be positive"),
+])
+def test_bad_values_stop_with_the_flag_named(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        parse(add_common_args(argparse.ArgumentParser()), argv)
