@@ -96,8 +96,15 @@ def class_adapter(model_nc, classes):
     if model_nc is None or model_nc == classes:
         return None
     if model_nc == 19 and classes in TRAIN19_TO:
-        lut = TRAIN19_TO[classes]
-        return lambda logits: apply_map(lut, logits.argmax(1))
+        lut = torch.tensor(TRAIN19_TO[classes])  # a copy: the shared table is read-only
+        # Choose among the classes that exist in the smaller set: a pixel of a dropped class
+        # (e.g. terrain for 16 classes) cannot be scored, so the model's next choice counts.
+        dropped = lut[:19] == 255
+
+        def adapt(logits):
+            logits = logits.masked_fill(dropped.to(logits.device)[None, :, None, None], float("-inf"))
+            return apply_map(lut, logits.argmax(1))
+        return adapt
     raise engine.UserError(f"the model predicts {model_nc} classes and cannot be scored on "
                            f"--classes {classes}; use --classes {model_nc}")
 

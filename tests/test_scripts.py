@@ -131,3 +131,14 @@ def test_show_dataset_writes_one_row_per_sample(tmp_path):
     w, h = Image.open(out).size
     # 2 datasets x 2 samples = 4 rows of 5 tiles (image + 4 labels), 2-px padding around tiles
     assert (w, h) == (5 * 32 + 6 * 2, 4 * 16 + 5 * 2)
+
+
+def test_19_class_model_scored_on_16_classes_picks_among_kept_classes():
+    adapt = evaluate.class_adapter(19, 16)
+    logits = torch.zeros(1, 19, 1, 2)
+    logits[0, 9, 0, 0] = 5.0   # terrain (dropped in the 16-class set) wins ...
+    logits[0, 8, 0, 0] = 4.0   # ... so vegetation (16-class index 8) is chosen
+    logits[0, 18, 0, 1] = 1.0  # bicycle: 19-class 18 -> 16-class 15
+    assert adapt(logits).tolist() == [[[8, 15]]]
+    with pytest.raises(engine.UserError, match="--classes 11"):
+        evaluate.class_adapter(11, 19)

@@ -502,12 +502,16 @@ def _cast_box(rays, sl, g, t_buf, base):
 
 def _cast_ellipsoid(rays, sl, g, t_buf):
     """Ray / axis-aligned ellipsoid intersection (nearest root) for the pixels of `sl`."""
-    d = rays["d"]
+    vs, us = sl
     r = g[3:]
-    dx, dy, dz = d[0][sl] * (1.0 / r[0]), d[1][sl] * (1.0 / r[1]), d[2][sl] * (1.0 / r[2])
+    # dx varies along the columns only, dy and dz along the rows only (broadcast below).
+    dx = rays["d_u"][us] * (1.0 / r[0])
+    dy, dz = rays["d_v1"][vs] * (1.0 / r[1]), rays["d_v2"][vs] * (1.0 / r[2])
     cx, cy, cz = g[0] / r[0], g[1] / r[1], g[2] / r[2]
-    a = dx * dx + dy * dy + dz * dz
-    b = dx * cx + dy * cy + dz * cz
+    a = dx * dx + dy * dy
+    a += dz * dz
+    b = dx * cx + dy * cy
+    b += dz * cz
     disc = b * b - a * (cx * cx + cy * cy + cz * cz - 1.0)
     hit = disc > 0
     t = (b[hit] - np.sqrt(disc[hit])) / a[hit]
