@@ -43,6 +43,7 @@ way synthetic and real data differ:
 The measured domain gap and the generator's speed are in the README ("The procedural
 benchmark"), with the commands that produce them.
 """
+import bisect
 import functools
 import math
 from collections import namedtuple
@@ -74,6 +75,7 @@ _MOUNT = {"a": (1.60, 0.0), "b": (1.30, 2.5)}
 _BOX, _LATTICE, _ELLIPSOID = 0, 1, 2
 # Axis codes of the hit surface: box faces by axis, curved surfaces, nothing.
 _AX_X, _AX_Y, _AX_Z, _AX_CURVED, _AX_NONE = 0, 1, 2, 3, 4
+_AX_BOX = 7   # rasteriser's placeholder: a box hit whose entry axis is found afterwards
 
 # Object frequencies (Poisson means per scene) and street-side segment mix per domain.
 _LAYOUT = {
@@ -177,7 +179,8 @@ def _rays(domain, h, w):
                 t_ground=t_ground, r2=r2.astype(np.float32),
                 row=((np.arange(h, dtype=np.float32) + 0.5) / h)[:, None],
                 d_u=d[0, 0].copy(), d_v1=d[1, :, :1].copy(), d_v2=d[2, :, :1].copy(),
-                inv_u=inv[0, 0].copy(), inv_v1=inv[1, :, :1].copy(), inv_v2=inv[2, :, :1].copy())
+                inv_u=inv[0, 0].copy(), inv_v1=inv[1, :, :1].copy(), inv_v2=inv[2, :, :1].copy(),
+                code0=np.where(np.isfinite(t_ground), _AX_Y, 8 + _AX_NONE).astype(np.int32))
     for a in rays.values():
         a.setflags(write=False)  # shared cache: callers must not modify it
     return rays
@@ -228,7 +231,9 @@ def _colour(rng, domain, cls):
     r = rng.random(5).tolist()          # one draw call: this runs ~35 times per scene
     base = choices[min(int(r[0] * len(choices)), len(choices) - 1)]
     gain = 0.85 + 0.3 * r[1]
-    return tuple(min(max(c * gain * (0.94 + 0.12 * j), 0.02), 0.98) for c, j in zip(base, r[2:]))
+    return (min(max(base[0] * gain * (0.94 + 0.12 * r[2]), 0.02), 0.98),
+            min(max(base[1] * gain * (0.94 + 0.12 * r[3]), 0.02), 0.98),
+            min(max(base[2] * gain * (0.94 + 0.12 * r[4]), 0.02), 0.98))
 
 
 def _tree(scene, rng, domain, x, z, scale=1.0):
@@ -240,14 +245,20 @@ def _tree(scene, rng, domain, x, z, scale=1.0):
     scene.ellipsoid(x, trunk + 0.8 * ry, z, rx, ry, rx, VEGETATION, col)
 
 
+@functools.lru_cache(maxsize=None)
+def _cumulative(weights):
+    """Cumulative segment-mix weights as Python floats (for bisect, = np.searchsorted)."""
+    return tuple(np.cumsum(weights).tolist())
+
+
 def _street_side(scene, rng, domain, side, curb_x, sidewalk, z_end, lay):
     """Buildings, walls, fences and parks along one side (side = -1 left, +1 right)."""
     facade = curb_x + side * sidewalk
     scene.facades[side] = facade
-    cumulative = np.cumsum(lay["segments"])
+    cumulative = _cumulative(lay["segments"])
     z = rng.uniform(-4.0, 2.0)
     while z < z_end:
-        kind = _SEGMENT_KINDS[min(int(np.searchsorted(cumulative, rng.random())), 3)]
+        kind = _SEGMENT_KINDS[min(bisect.bisect_left(cumulative, rng.random()), 3)]
         # Far segments cover few pixels: make them longer to keep the primitive count low.
         length = rng.uniform(8.0, 24.0) * (1.0 + max(z, 0.0) / 50.0)
         z0, z1 = max(z, 0.3), min(z + length, z_end)
@@ -428,14 +439,16 @@ def _project(cam, x, y, z):
 # The 12 edges of a box as pairs of corner indices (corner i has bit a set: upper bound on axis a).
 _EDGES = np.array([(i, i | 1 << a) for i in range(8) for a in range(3) if not i >> a & 1])
 _NEAR = 0.05   # camera-plane clipping distance (m) for the projected bounding boxes
+# Corner i takes the upper bound on axis a when bit a of i is set: (8 x 3) lo/hi selectors.
+_CORNER_BITS = np.array([[(i >> a) & 1 for a in range(3)] for i in range(8)])
+_CORNER_AXES = np.array([[0, 1, 2]] * 8)
 
 
 def _bboxes(kind, geom, cam, h, w):
     """Conservative pixel boxes (v0, v1, u0, u1) of every primitive's projection, nearest depth."""
     lo = np.where(kind[:, None] == _ELLIPSOID, geom[:, :3] - geom[:, 3:], geom[:, 0::2])
     hi = np.where(kind[:, None] == _ELLIPSOID, geom[:, :3] + geom[:, 3:], geom[:, 1::2])
-    corners = np.stack([np.stack([(lo, hi)[(i >> a) & 1][:, a] for a in range(3)], -1)
-                        for i in range(8)], 1)                      # N x 8 x 3
+    corners = np.stack([lo, hi], 1)[:, _CORNER_BITS, _CORNER_AXES]  # N x 8 x 3
     zc = corners[..., 1] * math.sin(cam.pitch) + corners[..., 2] * math.cos(cam.pitch)
     # Clip against the plane camera-z = _NEAR: corners in front plus edge crossings, so that
     # boxes reaching behind the camera (long facades, sidewalks) keep a tight screen box.
@@ -448,16 +461,19 @@ def _bboxes(kind, geom, cam, h, w):
     u, v = _project(cam, points[..., 0], points[..., 1], points[..., 2])
     visible = ~np.isnan(u).all(1)
     u, v = np.where(visible[:, None], u, 0.0), np.where(visible[:, None], v, 0.0)
-    boxes = np.stack([np.floor(np.nanmin(v, 1)), np.ceil(np.nanmax(v, 1)) + 1,
-                      np.floor(np.nanmin(u, 1)), np.ceil(np.nanmax(u, 1)) + 1], 1)
+    # fmin / fmax skip the NaNs (every visible row has a finite point): nanmin without copies.
+    boxes = np.stack([np.floor(np.fmin.reduce(v, 1)), np.ceil(np.fmax.reduce(v, 1)) + 1,
+                      np.floor(np.fmin.reduce(u, 1)), np.ceil(np.fmax.reduce(u, 1)) + 1], 1)
     boxes = np.clip(boxes, 0, [h, h, w, w]).astype(np.int64)
     boxes[~visible] = 0             # entirely behind the camera
     return boxes, zc.min(1)         # the nearest corner bounds the depth of every point
 
 
-def _cast_box(rays, sl, g, t_buf, base):
+def _cast_box(rays, sl, g, t_buf, base=None):
     """Slab test against one axis-aligned box over the pixels of `sl`: full-box arrays
-    (t_near, code, hit) with code = base + the entry axis (valid where hit)."""
+    (t_near, code, hit) with code = base + the entry axis (valid where hit); code is None
+    when base is None (the rasteriser then finds the entry axes of all boxes in one pass,
+    see _box_axes)."""
     vs, us = sl
     iz = rays["inv_v2"][vs]              # rows only (nv x 1)
     t_near = iz * g[4]                   # every box lies in front: z0 > 0 is the near Z plane
@@ -489,7 +505,9 @@ def _cast_box(rays, sl, g, t_buf, base):
         return None
     # The entry plane is the one whose near distance won the max (exact float equality);
     # Y wins over X wins over Z.
-    if near_x is not None:
+    if base is None:
+        code = None
+    elif near_x is not None:
         code = np.where(near_x == t_near, np.int32(base + _AX_X), np.int32(base + _AX_Z))
         if near_y is not None:
             np.copyto(code, np.int32(base + _AX_Y), where=near_y == t_near)
@@ -532,6 +550,30 @@ def _lattice(rays, sl, g, param, res):
     return (t[keep], axis[keep], hit) if keep.any() else None
 
 
+def _entry_planes(lo, hi):
+    """Per primitive, the slab's entry plane (the near one when the camera is outside the
+    slab, as in _cast_box) as float32, NaN when the camera is inside the slab."""
+    return np.where(lo > 0, lo, np.where(hi < 0, hi, np.nan)).astype(np.float32)
+
+
+def _box_axes(rays, geom, t_buf, pid_p, axis):
+    """Entry axis of the pixels whose nearest hit is a solid box (marked _AX_BOX), in place.
+
+    The same test as _cast_box's, on the final z-buffer: the near distance of the Y plane
+    (then X) equals the hit depth exactly where that plane won the slab max; else Z."""
+    box = axis == _AX_BOX
+    planes_y = _entry_planes(geom[:, 2], geom[:, 3])
+    planes_x = _entry_planes(geom[:, 0], geom[:, 1])
+    # inv[1] varies along the rows only, inv[0] along the columns only (broadcast).
+    np.copyto(axis, _AX_Z, where=box)
+    for planes, inv, code in ((planes_x, rays["inv_u"], _AX_X), (planes_y, rays["inv_v1"], _AX_Y)):
+        near = np.take(planes, pid_p)
+        near *= inv
+        won = near == t_buf
+        won &= box
+        np.copyto(axis, code, where=won)
+
+
 def _rasterise(scene, cam, size, domain):
     """Nearest hit per pixel: depth t, primitive id and hit axis (z-buffer over primitives)."""
     h, w = size
@@ -539,7 +581,7 @@ def _rasterise(scene, cam, size, domain):
     kind, geom, cls, colour, param = scene.arrays()
     t_buf = rays["t_ground"].copy()
     # code = primitive id * 8 + axis: one masked write per primitive instead of two.
-    code = np.where(np.isfinite(t_buf), _AX_Y, 8 + _AX_NONE).astype(np.int32)
+    code = rays["code0"].copy()
     boxes, z_min = _bboxes(kind, geom, cam, h, w)
     order = (2 + np.argsort(z_min[2:], kind="stable")).tolist()
     # Python lists and floats: cheaper per item, and numpy float64 scalars would promote the
@@ -557,13 +599,15 @@ def _rasterise(scene, cam, size, domain):
         if kinds[i] == _ELLIPSOID:
             res = _cast_ellipsoid(rays, sl, geoms[i], tb)
         else:
+            if kinds[i] != _LATTICE:
+                res = _cast_box(rays, sl, geoms[i], tb)
+                if res is not None:
+                    t_near, _, hit = res
+                    np.copyto(tb, t_near, where=hit)
+                    np.copyto(code[sl], 8 * i + _AX_BOX, where=hit)   # axis found below
+                continue
             res = _cast_box(rays, sl, geoms[i], tb, 8 * i)
             if res is None:
-                continue
-            if kinds[i] != _LATTICE:
-                t_near, box_code, hit = res
-                np.copyto(tb, t_near, where=hit)
-                np.copyto(code[sl], box_code, where=hit)
                 continue
             t_near, box_code, hit = res
             axis = np.broadcast_to(box_code, hit.shape)[hit] - 8 * i
@@ -573,8 +617,12 @@ def _rasterise(scene, cam, size, domain):
         t, axis, hit = res
         tb[hit] = t
         code[sl][hit] = axis + 8 * i
-    return dict(t=t_buf, pid=code >> 3, axis=code & 7, geom=geom, cls=cls, colour=colour,
-                param=param, rays=rays, height=cam.height)
+    pid = code >> 3
+    pid_p = pid.astype(np.intp)          # take() wants intp indices: convert once
+    axis = code & 7
+    _box_axes(rays, geom, t_buf, pid_p, axis)
+    return dict(t=t_buf, pid=pid, pid_p=pid_p, axis=axis, geom=geom, cls=cls, colour=colour,
+                param=param, rays=rays, height=cam.height, cls_map=np.take(cls, pid_p))
 
 
 def _world_normals(geo):
@@ -588,14 +636,23 @@ def _world_normals(geo):
         g = geo["geom"][geo["pid"].ravel()[curved]]
         p = geo["t"].ravel()[curved] * rays["d"].reshape(3, -1)[:, curved]
         q = (p - g[:, :3].T) / (g[:, 3:].T ** 2)     # gradient of the ellipsoid equation
-        n.reshape(3, -1)[:, curved] = q / np.linalg.norm(q, axis=0, keepdims=True)
+        sq = q * q                       # np.linalg.norm's own sum order, without its copies
+        norm = sq[0] + sq[1]
+        norm += sq[2]
+        n.reshape(3, -1)[:, curved] = q / np.sqrt(norm)
     return n
 
 
 def _camera_normals(n, cam):
     """World-frame normals to camera coordinates (x right, y down, z forward)."""
     c, s = math.cos(cam.pitch), math.sin(cam.pitch)
-    return np.stack([n[0], c * n[1] - s * n[2], s * n[1] + c * n[2]]).astype(np.float32)
+    out = np.empty_like(n)
+    out[0] = n[0]
+    np.multiply(n[1], c, out=out[1])
+    out[1] -= s * n[2]
+    np.multiply(n[1], s, out=out[2])
+    out[2] += c * n[2]
+    return out
 
 
 # ----------------------------------------------------------------------------- shading
@@ -642,9 +699,11 @@ def _lane_markings(scene, px, pz):
     q = (px - road["left"]) / road["lane_w"]
     k = np.rint(q)
     near_line = np.abs(q - k) * road["lane_w"] < 0.07
-    inner = (k > 0) & (k < road["n_lanes"]) & (np.mod(pz, 9.0) < 3.5)
+    inner = near_line & (k > 0) & (k < road["n_lanes"])
+    cand = np.flatnonzero(inner)         # the dash test (np.mod is slow) only where it matters
+    inner[cand] = np.mod(pz[cand], 9.0) < 3.5
     edge = (np.abs(px - road["left"] - 0.3) < 0.07) | (np.abs(px - road["right"] + 0.3) < 0.07)
-    return ((near_line & inner) | edge) & (pz < 60.0)
+    return (inner | edge) & (pz < 60.0)
 
 
 class _Pixels:
@@ -653,6 +712,7 @@ class _Pixels:
     def __init__(self, geo):
         self.t = geo["t"].ravel()
         self.pid = geo["pid"].ravel()
+        self.pid_p = geo["pid_p"].ravel()
         self.axis = geo["axis"].ravel()
         self.d = geo["rays"]["d"].reshape(3, -1)
         self.height = geo["height"]
@@ -668,7 +728,7 @@ def _shade(geo, scene, look, domain, cam):
     pid = geo["pid"]
     h, w = pid.shape
     n = _world_normals(geo)
-    cls = geo["cls"][pid]
+    cls = geo["cls_map"]
     sky = pid == 1
     light = np.tensordot(look["sun"].astype(np.float32), n, 1)
     np.maximum(light, 0.0, out=light)
@@ -676,7 +736,7 @@ def _shade(geo, scene, look, domain, cam):
     light += look["ambient"]
     light[sky] = 1.0
     colour = geo["colour"]
-    albedo = np.stack([colour[:, c][pid] for c in range(3)])          # 3 x H x W
+    albedo = np.take(np.ascontiguousarray(colour.T), geo["pid_p"], axis=1)    # 3 x H x W
     flat_albedo, flat_cls = albedo.reshape(3, -1), cls.ravel()
     px_ = _Pixels(geo)
     road = np.flatnonzero(flat_cls == ROAD)
@@ -707,15 +767,25 @@ def _shade_real(geo, scene, look, cam, px_, flat_cls, albedo, light, sky, road):
     # Haze towards the horizon colour with distance (exp(-inf) = 0: sky is replaced below).
     horizon = np.array([0.82, 0.85, 0.88], np.float32)[:, None, None]
     fog = np.exp(geo["t"] * (-1.0 / look["haze"]))
-    rgb -= (1.0 - fog) * (rgb - horizon)
+    np.subtract(1.0, fog, out=fog)
+    tmp = rgb - horizon
+    tmp *= fog
+    rgb -= tmp
     # Sky: brighter at the horizon, bluer above, soft clouds.
     v_h = (cam.cy - cam.focal * math.tan(cam.pitch)) / h
     up = np.clip((v_h - geo["rays"]["row"]) / max(v_h, 1e-3), 0.0, 1.0)
     zenith = np.array([0.45, 0.60, 0.82], np.float32)[:, None, None]
     sky_rgb = horizon + up[None] * (zenith - horizon)
-    cloud = np.clip(0.5 + 0.5 * _texture("cloudy", off[3], h, w), 0.0, 1.0) * look["clouds"]
-    sky_rgb = sky_rgb + cloud * (0.92 - sky_rgb)
-    rgb = np.where(sky, sky_rgb, rgb)
+    rows = np.flatnonzero(sky.any(1))    # only the rows that show sky
+    if rows.size:
+        r0, r1 = rows[0], rows[-1] + 1
+        cloud = _texture("cloudy", off[3], h, w)[r0:r1] * 0.5
+        cloud += 0.5
+        np.clip(cloud, 0.0, 1.0, out=cloud)
+        cloud *= look["clouds"]
+        sky_rgb = sky_rgb[:, r0:r1]
+        sky_rgb = sky_rgb + cloud * (0.92 - sky_rgb)
+        np.copyto(rgb[:, r0:r1], sky_rgb, where=sky[r0:r1])
     # Camera: white balance / exposure, vignetting, slight blur, sensor noise.
     rgb *= look["gains"]
     rgb *= 1.0 - look["vignette"] * geo["rays"]["r2"]
@@ -730,15 +800,18 @@ def _facade_windows(geo, px_, flat_albedo, shade, flat_cls):
     if idx.size == 0:
         return
     x, height, z = px_.xyz(idx)
-    p = geo["param"][px_.pid[idx]]
+    pid = px_.pid_p[idx]
+    p0, p1, p2, p3 = np.ascontiguousarray(geo["param"].T)   # per-primitive columns
     along = np.where(px_.axis[idx] == _AX_X, z, x)     # horizontal coordinate on the face
-    fu = along / p[:, 0] + p[:, 3]
+    fu = along / np.take(p0, pid) + np.take(p3, pid)
     fu -= np.floor(fu)
-    fv = height / p[:, 1]
+    fv = height / np.take(p1, pid)
     fv -= np.floor(fv)
     upper = height > 2.5                                # no windows at street level
-    win = (fu > 0.3) & (fu < 0.75) & (fv > 0.35) & (fv < 0.8) & upper
-    flat_albedo[:, idx[win]] *= p[win, 2]
+    win = np.flatnonzero((fu > 0.3) & (fu < 0.75) & (fv > 0.35) & (fv < 0.8) & upper)
+    sel, glass = idx[win], np.take(p2, pid[win])
+    for c in range(3):
+        flat_albedo[c, sel] *= glass
     shade[idx[(fv < 0.06) & upper]] *= 0.85
 
 
@@ -746,8 +819,10 @@ def _paving(px_, shade, flat_cls):
     """Paving-stone joints on the sidewalk top faces (within 40 m, beyond they alias)."""
     idx = np.flatnonzero((flat_cls == SIDEWALK) & (px_.axis == _AX_Y))
     x, _, z = px_.xyz(idx)
-    joint = ((np.mod(x, 0.8) < 0.05) | (np.mod(z, 0.8) < 0.05)) & (z < 40.0)
-    shade[idx[joint]] *= 0.8
+    near = np.flatnonzero(z < 40.0)      # np.mod is slow: only within 40 m
+    x, z = x[near], z[near]
+    joint = (np.mod(x, 0.8) < 0.05) | (np.mod(z, 0.8) < 0.05)
+    shade[idx[near[joint]]] *= 0.8
 
 
 def _shadows(geo, scene, look, cam, px_, shade, flat_cls):
@@ -763,11 +838,17 @@ def _shadows(geo, scene, look, cam, px_, shade, flat_cls):
     side = 1 if sx > 0 else -1
     walls = scene.walls[side]
     if abs(sx) > 1e-3 and walls:
-        walls = np.array(walls, np.float32)
+        wz0, wz1, wh = np.array(walls, np.float32).T.copy()
         lam = (scene.facades[side] - x) * (1.0 / sx)
         zc, hc = z + lam * sz, y + lam * sy
-        j = np.clip(np.searchsorted(walls[:, 0], zc, side="right") - 1, 0, len(walls) - 1)
-        shadow |= (lam > 0) & (zc >= walls[j, 0]) & (zc < walls[j, 1]) & (hc < walls[j, 2])
+        j = np.searchsorted(wz0, zc, side="right")
+        j -= 1
+        np.clip(j, 0, len(wz0) - 1, out=j)
+        hit = zc >= np.take(wz0, j)
+        hit &= zc < np.take(wz1, j)
+        hit &= hc < np.take(wh, j)
+        hit &= lam > 0
+        shadow |= hit
     if scene.cross is not None and sz > 1e-3:
         lam = (scene.cross[0] - z) * (1.0 / sz)
         shadow |= (lam > 0) & (y + lam * sy < scene.cross[1])
@@ -817,11 +898,15 @@ def _blur(rgb, amount):
     """Slight separable [c, 1 - 2c, c] blur, c = amount / 4 (camera optics); borders kept."""
     c = amount / 4.0
     out = rgb * (1.0 - 2.0 * c)
-    out[..., 1:-1] += c * (rgb[..., :-2] + rgb[..., 2:])
-    out[..., [0, -1]] = rgb[..., [0, -1]]
+    tmp = np.add(rgb[..., :-2], rgb[..., 2:])
+    tmp *= c
+    out[..., 1:-1] += tmp
+    out[..., 0], out[..., -1] = rgb[..., 0], rgb[..., -1]
     res = out * (1.0 - 2.0 * c)
-    res[:, 1:-1] += c * (out[:, :-2] + out[:, 2:])
-    res[:, [0, -1]] = out[:, [0, -1]]
+    tmp = np.add(out[:, :-2], out[:, 2:])
+    tmp *= c
+    res[:, 1:-1] += tmp
+    res[:, 0], res[:, -1] = out[:, 0], out[:, -1]
     return res
 
 
@@ -843,7 +928,7 @@ def render(domain, split, index, size=(128, 256), seed=0, labels=LABELS):
     sky = geo["pid"] == 1
     out = {"rgb": rgb, "image": normalize(rgb), "name": sample_name(domain, split, int(index), seed)}
     if "semantic" in labels:
-        out["semantic"] = torch.from_numpy(geo["cls"][geo["pid"]])
+        out["semantic"] = torch.from_numpy(geo["cls_map"])
     if "depth" in labels:
         depth = np.minimum(geo["t"], MAX_DEPTH)
         depth[sky] = 0.0
