@@ -104,7 +104,10 @@ def all_reduce_mean(values):
 
 
 def prepare_model(model, args, ddp=True, find_unused=False):
-    """Move to the device, apply --channels-last / --sync-bn, wrap in DDP and --compile."""
+    """Move to the device, apply --channels-last / --sync-bn, wrap in DDP and --compile.
+
+    SyncBN conversion drops forward hooks: call lib.models.freeze_bn after this, not before.
+    """
     model = model.to(args.device)
     if getattr(args, "channels_last", False):
         model = model.to(memory_format=torch.channels_last)

@@ -142,3 +142,17 @@ def test_19_class_model_scored_on_16_classes_picks_among_kept_classes():
     assert adapt(logits).tolist() == [[[8, 15]]]
     with pytest.raises(engine.UserError, match="--classes 11"):
         evaluate.class_adapter(11, 19)
+
+
+def test_bench_reports_a_consistent_step_split(tmp_path):
+    import bench
+    out = tmp_path / "bench.json"
+    res = bench.main(bench.get_args_parser().parse_args(
+        ["--size", "32", "64", "--batch-size", "2", "--workers", "0", "--steps", "2",
+         "--warmup", "1", "--samples", "4", "--device", "cpu", "--json", str(out)]))
+    step = res["step"]
+    parts = step["data_ms"] + step["forward_ms"] + step["backward_ms"] + step["optimizer_ms"]
+    assert step["step_ms"] == pytest.approx(parts) and step["forward_ms"] > 0
+    assert step["images_per_s"] == pytest.approx(2 / (step["step_ms"] / 1000))
+    assert res["generator"]["samples_per_s"] > 0
+    assert json.load(open(out))["backbone"] == "resnet18"
