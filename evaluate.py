@@ -25,7 +25,7 @@ from PIL import Image
 from lib import engine, vis
 from lib.args import add_data_args, new_parser
 from lib.data import build_dataset, get_entry
-from lib.data.labels import CITYSCAPES_TO, TRAIN19_TO, TRAINID_TO_LABELID_19, apply_map
+from lib.data.labels import CITYSCAPES_TO, TRAIN19_TO, apply_map
 from lib.data.transforms import denormalize
 from lib.evaluation import TASKS, Scorer, evaluate_model
 from lib.models import build_model
@@ -165,7 +165,7 @@ def score_pred_dir(dataset, tasks, args):
     dirs = {t: _task_dir(args.pred_dir, t, tasks) for t in tasks}
     scorer = Scorer(tasks, args.classes, args.min_depth, args.max_depth)
     n = len(dataset) if args.max_batches is None else min(len(dataset), args.max_batches * args.batch_size)
-    for i in range(n):
+    for i in range(args.rank, n, args.world_size):  # under torchrun each file is read once
         sample = dataset[i]
         preds, batch = {}, {}
         for t in tasks:
@@ -179,7 +179,7 @@ def score_pred_dir(dataset, tasks, args):
     return scorer.compute()
 
 
-def save_predictions(out_dir, batch, preds, classes):
+def save_predictions(out_dir, batch, preds):
     """Write a batch of predictions in the --pred-dir layout (see the module docstring)."""
     for i, name in enumerate(batch["name"]):
         for task, pred in preds.items():
@@ -278,7 +278,7 @@ def score_checkpoint(model, dataset, wanted, out_dir, args):
 
     def on_batch(batch, preds):
         if args.save_preds:
-            save_predictions(os.path.join(out_dir, "preds"), batch, preds, args.classes)
+            save_predictions(os.path.join(out_dir, "preds"), batch, preds)
         if budget[0] > 0:
             save_panels(out_dir, batch, preds, args.classes, budget)
 

@@ -237,3 +237,17 @@ class GradReverse(torch.autograd.Function):
 def grad_reverse(x, lambd=1.0):
     """Identity forward, -lambd * grad backward: Ganin & Lempitsky's GRL (HeadFreeze +DA)."""
     return GradReverse.apply(x, float(lambd))
+
+
+def supervised_loss(task, pred, target):
+    """The default loss of each task for supervised baselines: CE, berHu (DADA eq. 3), 1 - cos.
+
+    Method scripts that prescribe another (AT/DT's L1 depth) call that loss directly.
+    """
+    if task == "semantic":
+        return cross_entropy(pred, target)
+    if task == "depth":
+        return berhu(pred, target, mask=target > 0)
+    if task == "normals":
+        return cosine_normal_loss(pred, target)
+    raise ValueError(f"no supervised loss for task {task!r}; expected semantic, depth or normals")

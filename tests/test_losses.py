@@ -202,3 +202,17 @@ def test_grad_reverse_sign_and_scale():
     (y * w).sum().backward()
     # d/dx sum(w * x) = w, reversed and scaled: -0.5 * w = (-0.25, -0.5, 2.0)
     assert x.grad.tolist() == [-0.25, -0.5, 2.0]
+
+
+def test_supervised_loss_dispatches_to_the_task_loss():
+    from lib.losses import cosine_normal_loss, cross_entropy, supervised_loss
+    logits, labels = torch.randn(1, 3, 2, 2), torch.tensor([[[0, 1], [255, 2]]])
+    assert torch.equal(supervised_loss("semantic", logits, labels), cross_entropy(logits, labels))
+    # depth: berHu over pixels with a label only (0 = invalid); residuals 1 and 3 -> c = 0.6,
+    # both above c: (1 + 0.36) / 1.2 and (9 + 0.36) / 1.2, mean = (1.36 + 9.36) / 2.4 = 4.4667
+    pred, gt = torch.tensor([[2.0, 5.0, 9.0]]), torch.tensor([[1.0, 0.0, 6.0]])
+    assert supervised_loss("depth", pred, gt).item() == pytest.approx(10.72 / 2.4)
+    n = torch.randn(1, 3, 2, 2)
+    assert torch.equal(supervised_loss("normals", n, n.flip(1)), cosine_normal_loss(n, n.flip(1)))
+    with pytest.raises(ValueError, match="edges"):
+        supervised_loss("edges", pred, gt)

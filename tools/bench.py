@@ -8,7 +8,6 @@ Usage:
     python tools/bench.py --only generator --threads 1     # generator samples/s per core
 """
 import argparse
-import json
 import os
 import resource
 import sys
@@ -94,7 +93,7 @@ def bench_step(dataset, args):
         t1 = time.perf_counter()
         with amp.autocast():
             preds = model(batch["image"])
-        loss = sum(_loss(t, preds[t].float(), batch[t]) for t in args.tasks)
+        loss = sum(losses.supervised_loss(t, preds[t].float(), batch[t]) for t in args.tasks)
         _sync(args.device)
         t2 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -112,15 +111,6 @@ def bench_step(dataset, args):
     out["images_per_s"] = args.batch_size / (out["step_ms"] / 1000)
     out["peak_mem_mb"] = _peak_memory_mb(args.device)
     return out
-
-
-def _loss(task, pred, target):
-    """The supervised loss of each task (what the scripts use)."""
-    if task == "semantic":
-        return losses.cross_entropy(pred, target)
-    if task == "depth":
-        return losses.berhu(pred, target, mask=target > 0)
-    return losses.cosine_normal_loss(pred, target)
 
 
 def _peak_memory_mb(device):

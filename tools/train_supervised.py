@@ -36,23 +36,11 @@ def get_args_parser(add_help=True):
     return parser
 
 
-def task_losses(preds, batch, tasks):
-    """Per-task supervised losses: CE (semantic), berHu on metres (depth), cosine (normals)."""
-    out = {}
-    if "semantic" in tasks:
-        out["semantic"] = losses.cross_entropy(preds["semantic"], batch["semantic"])
-    if "depth" in tasks:
-        out["depth"] = losses.berhu(preds["depth"], batch["depth"], mask=batch["depth"] > 0)
-    if "normals" in tasks:
-        out["normals"] = losses.cosine_normal_loss(preds["normals"], batch["normals"])
-    return out
-
-
 def train_step(model, batch, optimizer, amp, args, iteration):
     """One optimisation step; returns the loss terms as floats."""
     with amp.autocast():
         preds = model(batch["image"])
-    terms = task_losses({k: v.float() for k, v in preds.items()}, batch, args.tasks)
+    terms = {t: losses.supervised_loss(t, preds[t].float(), batch[t]) for t in args.tasks}
     total = sum(terms.values())
     values = engine.check_finite({"loss": total, **terms}, iteration, batch["name"])
     optimizer.zero_grad(set_to_none=True)
