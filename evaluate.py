@@ -81,7 +81,7 @@ def load_inference_model(path, name=None):
         spec = {**spec, "kwargs": {**spec["kwargs"], "pretrained": "none"}}
     model = build_model(spec)
     model.load_state_dict(ckpt["models"][name], strict=True)
-    return model, ckpt
+    return model.eval(), ckpt  # eval before any forward: a train-mode pass would move BN statistics
 
 
 def model_classes(model, image):

@@ -156,3 +156,12 @@ def test_bench_reports_a_consistent_step_split(tmp_path):
     assert step["images_per_s"] == pytest.approx(2 / (step["step_ms"] / 1000))
     assert res["generator"]["samples_per_s"] > 0
     assert json.load(open(out))["backbone"] == "resnet18"
+
+
+def test_loading_for_inference_leaves_batchnorm_statistics_alone(trained):
+    model, ckpt = evaluate.load_inference_model(str(trained / "checkpoint.pth"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    evaluate.model_classes(model, torch.randn(3, 32, 64))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not model.training
