@@ -255,7 +255,7 @@ def main(args):
     else:
         metrics = score_checkpoint(model, dataset, wanted, out_dir, args)
     metrics = {"dataset": name, "split": args.split, "source": args.checkpoint or args.pred_dir,
-               "selection": (ckpt or {}).get("extra", {}).get("selection", "last") if ckpt else None,
+               "selection": ckpt["extra"].get("selection", "last") if ckpt else None,
                **metrics}
     if engine.is_main():
         print_table(metrics, f"{name} {args.split}")

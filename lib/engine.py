@@ -55,7 +55,7 @@ def init_distributed(args):
     args.rank, args.world_size = rank or 0, world or 1
     args.local_rank = local if local is not None else args.rank
     args.distributed = args.world_size > 1
-    args.device = _pick_device(getattr(args, "device", None), args.local_rank)
+    args.device = pick_device(getattr(args, "device", None), args.local_rank)
     if args.distributed and not dist.is_initialized():
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29500")
@@ -66,7 +66,7 @@ def init_distributed(args):
     return args
 
 
-def _pick_device(name, local_rank):
+def pick_device(name, local_rank):
     """cuda:<local rank> when CUDA is there (or asked for), else cpu."""
     if name in (None, "", "auto"):
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -79,7 +79,7 @@ def _pick_device(name, local_rank):
     return device
 
 
-def is_main(args=None):
+def is_main():
     """True on rank 0 (and when not distributed)."""
     return not dist.is_initialized() or dist.get_rank() == 0
 
@@ -359,21 +359,31 @@ def to_device(batch, device, channels_last=False):
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def atomic_save(obj, path):
-    """torch.save to a temporary file in the same folder, then rename: never half-written."""
+@contextlib.contextmanager
+def atomic_write(path):
+    """Yield a temporary path beside `path`, renamed onto it only if the block succeeds:
+    a reader never sees a half-written file; the pid keeps concurrent writers apart."""
+    path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_save(obj, path):
+    """torch.save, atomically."""
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def write_json(obj, path):
-    """Write JSON atomically (temp file + rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
+    """Write JSON, atomically."""
+    with atomic_write(path) as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=2, default=str)
-    os.replace(tmp, path)
 
 
 def json_args(args):

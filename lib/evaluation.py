@@ -1,5 +1,7 @@
 """Scoring a model, or saved predictions, on a labelled split: shared by evaluate.py and
 every training script, so all numbers in this repository come from one code path."""
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -36,8 +38,7 @@ class Scorer:
         """Reduce over processes and return one flat dict (the keys of metrics.json)."""
         out = {}
         for meter in self.meters.values():
-            if hasattr(meter, "reduce_from_all_processes"):
-                meter.reduce_from_all_processes()
+            meter.reduce_from_all_processes()
             out.update(meter.compute())
         return out
 
@@ -67,7 +68,7 @@ def evaluate_model(model, loader, device, tasks, num_classes=None, min_depth=1e-
     for batch in loader:
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
                  for k, v in batch.items()}
-        with amp.autocast() if amp is not None else torch.autocast(device.type, enabled=False):
+        with amp.autocast() if amp is not None else contextlib.nullcontext():
             preds = model(batch["image"])
         preds = {k: v.float() for k, v in preds.items()}
         scorer.update(preds, batch)

@@ -7,13 +7,13 @@ uint8 numpy array, so the results go straight into make_panel() and save_png():
              colorize_depth(depth), colorize_normals(normals)]
     save_png(make_panel([tiles], titles=[["image", "semantic", "depth", "normals"]]), path)
 """
-import os
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from lib.data.labels import CLASS_NAMES, NAME_TO_LABEL
+from lib.engine import atomic_write
 
 # Classes that are not a single Cityscapes label borrow the colour of a representative one.
 _COLOUR_OF = {
@@ -178,14 +178,5 @@ def make_panel(rows, pad=2, titles=None, pad_value=255):
 
 def save_png(array, path):
     """Write an HxWx3 (or HxW) uint8 array as PNG atomically, creating parent folders."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    # Temp file beside the target, so os.replace is an atomic rename and a reader never
-    # sees half a PNG; the pid keeps concurrent writers (DDP ranks) apart.
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
+    with atomic_write(path) as tmp:
         Image.fromarray(np.ascontiguousarray(_numpy(array))).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

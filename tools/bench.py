@@ -55,10 +55,15 @@ def bench_generator(dataset, n):
     return {"samples_per_s": n / dt, "ms_per_sample": 1000 * dt / n}
 
 
+def _loader(dataset, args):
+    """The engine's training stream, as a single process would build it."""
+    ns = argparse.Namespace(seed=0, rank=0, world_size=1, workers=args.workers, device=args.device)
+    return engine.InfiniteLoader(dataset, args.batch_size, ns)
+
+
 def bench_loader(dataset, args, batches=20):
     """Samples per second through the engine's InfiniteLoader with --workers processes."""
-    ns = argparse.Namespace(seed=0, rank=0, world_size=1, workers=args.workers, device=args.device)
-    loader = engine.InfiniteLoader(dataset, args.batch_size, ns)
+    loader = _loader(dataset, args)
     next(loader)  # worker start-up is not throughput
     t = time.perf_counter()
     for _ in range(batches):
@@ -81,8 +86,7 @@ def bench_step(dataset, args):
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     amp = engine.Amp(args.amp, args.device)
-    ns = argparse.Namespace(seed=0, rank=0, world_size=1, workers=args.workers, device=args.device)
-    loader = engine.InfiniteLoader(dataset, args.batch_size, ns)
+    loader = _loader(dataset, args)
     times = {"data": 0.0, "forward": 0.0, "backward": 0.0, "optimizer": 0.0}
     if args.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(args.device)
@@ -123,7 +127,7 @@ def _peak_memory_mb(device):
 def main(args):
     if args.threads:
         torch.set_num_threads(args.threads)
-    args.device = engine._pick_device(args.device, 0)
+    args.device = engine.pick_device(args.device, 0)
     labels = sorted(set(args.tasks) | {"semantic"})
     dataset = build_dataset(args.dataset, "train", args.size, args.data_root, labels=labels)
     result = {"device": str(args.device), "torch": torch.__version__, "threads": torch.get_num_threads(),

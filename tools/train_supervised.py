@@ -59,13 +59,18 @@ def build_model_and_optim(args, num_classes):
     return model, spec, optimizer
 
 
-def score(model, name, args, amp):
-    """Metrics of the model on the validation split of dataset `name`."""
+def val_loader(name, args):
+    """Validation loader of dataset `name` and its class count, built once per run."""
     entry = get_entry(name)
     data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length,
                          labels=[t for t in args.tasks if t in entry.labels])
-    loader = engine.eval_loader(data, args.batch_size, args, args.eval_batches)
-    return evaluate_model(model, loader, args.device, args.tasks, entry.num_classes, amp=amp)
+    return engine.eval_loader(data, args.batch_size, args, args.eval_batches), entry.num_classes
+
+
+def score(model, val, args, amp):
+    """Metrics of the model on one validation loader from val_loader()."""
+    loader, num_classes = val
+    return evaluate_model(model, loader, args.device, args.tasks, num_classes, amp=amp)
 
 
 def main(args):
@@ -82,6 +87,8 @@ def main(args):
     start = 0
     if path := engine.resume_path(args):
         start = engine.restore(engine.load_checkpoint(path, SCRIPT), **state)
+    val = {"source": val_loader(args.src, args)}
+    val["target"] = val["source"] if args.tgt == args.src else val_loader(args.tgt, args)
     ckpt_path = os.path.join(args.output_dir, "checkpoint.pth")
     logger.start(start)
     model.train()
@@ -94,14 +101,15 @@ def main(args):
             engine.save_checkpoint(ckpt_path, script=SCRIPT, iteration=it + 1, args=args,
                                    model_specs={"model": spec}, **state)
         if args.eval_every and (it + 1) % args.eval_every == 0 and it + 1 != args.iters:
-            logger.write({"iter": it + 1, "source_val": score(model, args.src, args, amp)})
+            logger.write({"iter": it + 1, "source_val": score(model, val["source"], args, amp)})
     if engine.stop_iteration(args) < args.iters:
         engine.cleanup_distributed()
         return None  # stopped early on purpose (--stop-at): resume with --resume auto
     # The reported model is the last one (DESIGN.md, "Model selection"): no target labels used.
-    metrics = {"selection": "last", "iteration": args.iters,
-               "source": score(model, args.src, args, amp),
-               "target": score(model, args.tgt, args, amp)}
+    metrics = {"selection": "last", "iteration": args.iters, "source": score(model, val["source"], args, amp)}
+    # --tgt equal to --src (the in-domain reference): the same split, scored once.
+    same = val["target"] is val["source"]
+    metrics["target"] = metrics["source"] if same else score(model, val["target"], args, amp)
     logger.write({"iter": args.iters, **metrics})
     if engine.is_main():
         engine.write_json(metrics, os.path.join(args.output_dir, "metrics.json"))
