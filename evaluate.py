@@ -42,8 +42,6 @@ def get_args_parser(add_help=True):
     parser.add_argument("--split", default="val", help="split to score (default: %(default)s)")
     parser.add_argument("--task", nargs="+", choices=TASKS, default=None,
                         help="tasks to score (default: every task both model and dataset have)")
-    parser.add_argument("--classes", type=int, choices=[19, 16, 13, 7, 11], default=None,
-                        help="class map to score on (default: the dataset's)")
     parser.add_argument("--pred-format", choices=["trainid", "labelid"], default="trainid",
                         help="encoding of semantic PNGs in --pred-dir")
     parser.add_argument("--model", default=None, help="which model of the checkpoint (default: "
@@ -245,7 +243,8 @@ def main(args):
     size = args.size or (ckpt["args"].get("size") if ckpt else None) or [128, 256]
     wanted = [t for t in (args.task or TASKS) if t in entry.labels]
     dataset = build_dataset(name, args.split, size, args.data_root, length=args.proc_length,
-                            labels=wanted, role="--dataset")
+                            labels=wanted, role="--dataset", root=args.src_root or args.tgt_root,
+                            classes=args.classes, resize=args.resize, focal_ref=args.focal_ref)
     default_out = (os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"eval-{name}-{args.split}")
                    if args.checkpoint else args.pred_dir.rstrip("/") + "-eval")
     out_dir = args.output_dir or default_out

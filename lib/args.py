@@ -17,10 +17,24 @@ def add_data_args(parser, src="proc-a", tgt="proc-b"):
     g.add_argument("--data-root", default=None,
                    help="folder holding one sub-folder per real dataset (not needed for proc-*)")
     g.add_argument("--size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"),
-                   help="training resolution (default: %(default)s)")
+                   help="training crop (real data) or rendering size (procedural) (default: %(default)s)")
     g.add_argument("--workers", type=int, default=2, help="DataLoader workers per process")
     g.add_argument("--proc-length", type=int, default=None,
                    help="override the length of procedural splits (e.g. for quick runs)")
+    g.add_argument("--src-root", default=None, help="folder of the --src dataset (default: DATA_ROOT/<its folder>)")
+    g.add_argument("--tgt-root", default=None, help="folder of the --tgt dataset (default: DATA_ROOT/<its folder>)")
+    g.add_argument("--classes", type=int, default=None,
+                   help="class map of the semantic labels: 19, 16, 13, 7 or 11 where the dataset has it "
+                        "(default: the dataset's first)")
+    g.add_argument("--resize", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="resize images and labels to H W before cropping (default: native size)")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=False,
+                   help="random horizontal flips at training")
+    g.add_argument("--photometric", action=argparse.BooleanOptionalAction, default=False,
+                   help="AT/DT's random gamma / brightness / colour augmentation at training")
+    g.add_argument("--focal-ref", type=float, default=None, metavar="PIXELS",
+                   help="express depth labels as seen by a camera of this focal length (AT/DT's "
+                        "cross-dataset depth rescaling; scores are converted back to metres)")
     return g
 
 

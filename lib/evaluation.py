@@ -30,6 +30,10 @@ class Scorer:
                 continue
             target = batch[task]
             pred = resize_prediction(task, preds[task], target.shape[-2:])
+            if task == "depth" and "depth_scale" in batch:
+                # --focal-ref: labels and predictions live at the reference focal; score in metres.
+                scale = torch.as_tensor(batch["depth_scale"], dtype=pred.dtype, device=pred.device)
+                pred, target = pred * scale.view(-1, 1, 1), target * scale.view(-1, 1, 1)
             if task == "semantic":
                 pred = pred.argmax(1) if pred.dim() == target.dim() + 1 else pred
             meter.update(pred, target)

@@ -1,10 +1,15 @@
 """Dataset registry: `--src NAME` / `--tgt NAME` resolve here (DESIGN.md, "Datasets").
 
 DATASETS maps a name to a DatasetEntry: a builder called as
-builder(split=..., size=..., root=..., seed=..., length=..., labels=...), the labels the
-dataset can provide, and whether it needs files under --data-root. Real datasets
-register themselves next to the procedural ones.
+builder(split=..., size=..., root=..., seed=..., length=..., labels=..., **options), the labels
+the dataset can provide, and whether it needs files under --data-root. Real datasets are
+FileDataset subclasses (lib/data/base.py), one module each, registered with register().
+
+options (all datasets): classes (class-map size), train (random crop / flip / photometric
+active), resize (H, W), flip, photometric, focal_ref (rescale depth to this focal length).
 """
+import importlib
+import importlib.util
 import os
 from dataclasses import dataclass
 
@@ -21,23 +26,68 @@ class DatasetEntry:
     splits: tuple = ("train", "val", "test")
     num_classes: int = None
     description: str = ""
+    class_sets: tuple = ()
 
 
 def _procedural(domain):
     """Builder for one domain of the embedded procedural benchmark."""
-    def build(split, size, root=None, seed=0, length=None, labels=ALL_LABELS):
+    def build(split, size, root=None, seed=0, length=None, labels=ALL_LABELS, classes=None,
+              resize=None, focal_ref=None, **augment):
         from lib.data.procedural import ProceduralScenes
-        return ProceduralScenes(domain=domain, split=split, size=tuple(size), seed=seed,
+        if classes not in (None, 11):
+            raise UserError(f"proc-{domain} has the 11 AT/DT classes only, not --classes {classes}")
+        size = tuple(resize or size)   # rendered at the training size: nothing to crop
+        data = ProceduralScenes(domain=domain, split=split, size=size, seed=seed,
                                 length=length, labels=tuple(labels))
+        if focal_ref or any(augment.get(k) for k in ("flip", "photometric")) and augment.get("train"):
+            from lib.data.procedural import camera
+            focal = camera(domain, size).focal
+            return _Augmented(data, focal_ref / focal if focal_ref else None, **augment)
+        return data
     return build
 
 
+class _Augmented:
+    """Flip / photometric augmentation and focal rescaling on top of the procedural scenes."""
+
+    def __init__(self, data, depth_factor, train=False, flip=False, photometric=False):
+        self.data, self.depth_factor = data, depth_factor
+        self.train, self.flip, self.photometric = train, flip, photometric
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        from lib.data import transforms as T
+        sample = dict(self.data[index])
+        if self.train and (self.flip or self.photometric):
+            sample["image"] = T.denormalize(sample["image"])
+            sample = T.paired_transform(sample, sample["image"].shape[-2:], train=True,
+                                        flip=self.flip, photometric=self.photometric)
+            sample["image"] = T.normalize(sample["image"])
+        if self.depth_factor and "depth" in sample:
+            sample["depth"] = sample["depth"] * self.depth_factor
+            sample["depth_scale"] = 1.0 / self.depth_factor
+        return sample
+
+
 DATASETS = {
-    "proc-a": DatasetEntry(_procedural("a"), ALL_LABELS, num_classes=11,
+    "proc-a": DatasetEntry(_procedural("a"), ALL_LABELS, num_classes=11, class_sets=(11,),
                            description="procedural streets, synthetic-looking domain (no files)"),
-    "proc-b": DatasetEntry(_procedural("b"), ALL_LABELS, num_classes=11,
+    "proc-b": DatasetEntry(_procedural("b"), ALL_LABELS, num_classes=11, class_sets=(11,),
                            description="procedural streets, real-looking domain (no files)"),
 }
+
+
+def register(cls, description):
+    """Add a FileDataset subclass to DATASETS under cls.key."""
+    def build(split, size, root=None, seed=0, length=None, labels=(), **options):
+        return cls(root, split, size, labels=labels, length=length, seed=seed, **options)
+    DATASETS[cls.key] = DatasetEntry(
+        build, tuple(cls.labels), folder=cls.folder, splits=tuple(cls.splits),
+        num_classes=cls.class_sets[0] if cls.class_sets else None, description=description,
+        class_sets=tuple(cls.class_sets))
+    return cls
 
 
 def get_entry(name, flag="--src/--tgt"):
@@ -48,11 +98,15 @@ def get_entry(name, flag="--src/--tgt"):
     return DATASETS[name]
 
 
-def dataset_root(name, data_root, flag="--data-root"):
-    """DATA_ROOT/<folder> of a file-based dataset, checked to exist."""
+def dataset_root(name, data_root, flag="--data-root", root=None):
+    """DATA_ROOT/<folder> (or an explicit per-dataset root) of a file-based dataset, checked."""
     entry = get_entry(name)
     if entry.folder is None:
         return None
+    if root is not None:
+        if not os.path.isdir(root):
+            raise UserError(f"dataset {name!r}: folder {root} not found")
+        return root
     if data_root is None:
         raise UserError(f"dataset {name!r} reads files: pass {flag} DIR, the folder holding "
                         f"{entry.folder}/")
@@ -73,12 +127,29 @@ def require_labels(name, needed, role="--src"):
 
 
 def build_dataset(name, split, size=(128, 256), data_root=None, seed=0, length=None,
-                  labels=ALL_LABELS, role="--src/--tgt"):
-    """Build split `split` of dataset `name` yielding the sample dict of DESIGN.md."""
+                  labels=ALL_LABELS, role="--src/--tgt", root=None, **options):
+    """Build split `split` of dataset `name` yielding the sample dict of DESIGN.md.
+
+    options: classes, train, resize, flip, photometric, focal_ref (module docstring)."""
     entry = get_entry(name, role)
     if split not in entry.splits:
         raise UserError(f"dataset {name!r} has no split {split!r}; it has {', '.join(entry.splits)}")
     require_labels(name, labels, role)
-    root = dataset_root(name, data_root)
+    root = dataset_root(name, data_root, root=root)
     return entry.builder(split=split, size=size, root=root, seed=seed, length=length,
-                         labels=tuple(labels))
+                         labels=tuple(labels), **options)
+
+
+def data_options(args, role):
+    """The build_dataset options given by the shared data flags (lib/args.py) for --src/--tgt."""
+    return {"root": getattr(args, f"{role}_root", None), "classes": args.classes,
+            "resize": args.resize, "flip": args.flip, "photometric": args.photometric,
+            "focal_ref": args.focal_ref}
+
+
+# Real datasets, one module each; importing a module registers it.
+_MODULES = ("cityscapes", "synthia", "carla", "gta5", "synscapes", "mapillary", "isprs",
+            "nyuv2", "kitti", "folder")
+for _m in _MODULES:
+    if importlib.util.find_spec(f"lib.data.{_m}") is not None:  # TODO(issue 3): strict import
+        importlib.import_module(f"lib.data.{_m}")

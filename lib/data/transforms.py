@@ -1,5 +1,9 @@
 """Paired image/label transforms shared by every dataset."""
+import random
+
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 # torchvision's ImageNet statistics: the pretrained backbones expect them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -18,3 +22,111 @@ def denormalize(image):
     mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype, device=image.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=image.dtype, device=image.device).view(3, 1, 1)
     return (image * std + mean).clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------- paired transforms
+# Every function takes and returns the sample dict before normalisation: image float 3xHxW in
+# [0, 1]; semantic int64 HxW (255 ignore); depth float HxW (0 invalid); normals 3xHxW; edges HxW.
+IGNORE = 255
+_NEAREST = ("semantic", "depth", "normals")   # labels never interpolated across boundaries
+_FILL = {"image": 0.0, "semantic": IGNORE, "depth": 0.0, "normals": 0.0, "edges": 0.0}
+
+
+def to_tensors(raw):
+    """numpy arrays from a loader (image uint8 HxWx3, labels HxW / HxWx3) -> the tensors above."""
+    out = {}
+    for key, arr in raw.items():
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        if key == "image":
+            t = t.permute(2, 0, 1).float() / 255.0
+        elif key == "semantic":
+            t = t.long()
+        elif key == "normals":
+            t = (t.permute(2, 0, 1) if t.shape[-1] == 3 else t).float()
+        else:
+            t = t.float()
+        out[key] = t
+    return out
+
+
+def resize_sample(sample, size):
+    """Resize to (H, W): image and edges bilinear (antialiased), the other labels nearest."""
+    size = tuple(int(s) for s in size)
+    out = dict(sample)
+    for key, t in sample.items():
+        if not torch.is_tensor(t) or tuple(t.shape[-2:]) == size:
+            continue
+        x = t[None] if t.dim() == 3 else t[None, None]
+        if key in _NEAREST:
+            x = F.interpolate(x.float(), size=size, mode="nearest-exact")
+        else:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        x = x[0] if t.dim() == 3 else x[0, 0]
+        out[key] = x.to(t.dtype)
+    return out
+
+
+def crop(sample, top, left, size):
+    """Crop (H, W) at (top, left); regions outside the image are padded with 'invalid'."""
+    h, w = size
+    out = dict(sample)
+    for key, t in sample.items():
+        if not torch.is_tensor(t):
+            continue
+        H, W = t.shape[-2:]
+        if top >= 0 and left >= 0 and top + h <= H and left + w <= W:
+            out[key] = t[..., top:top + h, left:left + w].clone()
+            continue
+        canvas = torch.full((*t.shape[:-2], h, w), _FILL[key], dtype=t.dtype)
+        y0, x0 = max(top, 0), max(left, 0)
+        y1, x1 = min(top + h, H), min(left + w, W)
+        canvas[..., y0 - top:y1 - top, x0 - left:x1 - left] = t[..., y0:y1, x0:x1]
+        out[key] = canvas
+    return out
+
+
+def hflip(sample):
+    """Mirror left-right; the x component of camera-frame normals changes sign."""
+    out = {k: t.flip(-1) if torch.is_tensor(t) else t for k, t in sample.items()}
+    if "normals" in out:
+        out["normals"][0] = -out["normals"][0]
+    return out
+
+
+def photometric_jitter(image, p=0.5, gamma=(0.8, 1.2), brightness=(0.5, 2.0), colour=(0.8, 1.2)):
+    """AT/DT's augmentation (official code, REFERENCE.md): with probability p, a random gamma,
+    brightness and per-channel colour gain together, then clip to [0, 1]."""
+    if random.random() >= p:
+        return image
+    image = image ** random.uniform(*gamma)
+    image = image * random.uniform(*brightness)
+    gains = torch.tensor([random.uniform(*colour) for _ in range(3)], dtype=image.dtype)
+    return (image * gains.view(3, 1, 1)).clamp(0, 1)
+
+
+def paired_transform(sample, size, resize=None, train=False, flip=False, photometric=False):
+    """The papers' pipeline: optional resize to a fixed size (DADA, SemiMTL), then at training a
+    random crop of `size` (AT/DT, SemiMTL; a no-op when the image already has that size), a
+    random horizontal flip and AT/DT's photometric augmentation.  Evaluation keeps the whole
+    (resized) image, so scores are computed at full resolution."""
+    if resize:
+        sample = resize_sample(sample, resize)
+    if not train:
+        return sample
+    H, W = sample["image"].shape[-2:]
+    h, w = size
+    if (H, W) != (h, w):
+        top = random.randint(0, H - h) if H >= h else -((h - H) // 2)
+        left = random.randint(0, W - w) if W >= w else -((w - W) // 2)
+        sample = crop(sample, top, left, (h, w))
+    if flip and random.random() < 0.5:
+        sample = hflip(sample)
+    if photometric:
+        sample["image"] = photometric_jitter(sample["image"])
+    return sample
+
+
+def focal_scale(focal, focal_ref):
+    """Depth factor that expresses a camera of focal `focal` (px) as one of `focal_ref` (AT/DT):
+    an object of size S at depth Z spans f S / Z pixels, the same span at depth Z f_ref / f."""
+    return float(focal_ref) / float(focal)

@@ -1,0 +1,241 @@
+"""Shared machinery of the file-based (real) datasets.
+
+A dataset module subclasses FileDataset and says only what is particular to it:
+
+    class Cityscapes(FileDataset):
+        key = "cityscapes"                  # the --src / --tgt name
+        folder = "cityscapes"               # sub-folder of --data-root
+        splits = ("train", "val", "test", "train_extra")
+        labels = ("semantic", "depth", "edges")
+        class_sets = (19, 16, 13, 7, 11)    # --classes values; the first is the default
+        layout = '''cityscapes/leftImg8bit/{split}/{city}/*_leftImg8bit.png ...'''
+
+        def index(self, split):             # -> list of records (dicts of paths + "name")
+        def load_semantic(self, rec):       # -> int64 HxW class index (use self.classes)
+        def load_depth(self, rec):          # -> float32 HxW metres, 0 = invalid
+        def focal(self, rec):               # -> native focal length in pixels, or None
+
+and registers itself with `register(Cityscapes)` in lib/data/__init__.py.
+
+FileDataset does the rest, identically for every dataset: reading the image, checking that
+every label has the image's size (the error names both files), the paired transforms of
+lib.data.transforms (resize, random crop, flip, photometric), edges from the cache written
+by tools/make_edges.py or computed on the fly with lib.edges, focal-length rescaling of depth
+(AT/DT), normalisation, and the sample dict of DESIGN.md.
+
+Randomness: the engine calls __getitem__ under a per-sample seed (lib.engine._SeededDataset),
+so transforms draw from Python's `random` and stay reproducible across workers and resumes.
+"""
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lib.data import transforms as T
+from lib.edges import detect_edges
+from lib.engine import UserError
+
+IGNORE = 255
+
+
+class DataError(UserError):
+    """A bad file or layout: the message names the file and what was expected."""
+
+
+# ----------------------------------------------------------------------------- file readers
+def _open(path):
+    if not os.path.isfile(path):
+        raise DataError(f"missing file: {path}")
+    try:
+        img = Image.open(path)
+        img.load()
+        return img
+    except Exception as exc:  # PIL raises many types on a truncated or foreign file
+        raise DataError(f"cannot read {path}: {exc.__class__.__name__}: {exc}") from None
+
+
+def read_rgb(path):
+    """uint8 HxWx3 (greyscale and RGBA are converted)."""
+    return np.asarray(_open(path).convert("RGB"))
+
+
+def read_gray(path):
+    """The single channel of an 8- or 16-bit PNG as an integer array (no rescaling)."""
+    img = _open(path)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "L", "P", "1"):
+        return np.asarray(img).astype(np.int64)
+    if img.mode in ("RGB", "RGBA"):
+        return np.asarray(img)[..., 0].astype(np.int64)
+    raise DataError(f"{path}: expected a one-channel PNG, got mode {img.mode}")
+
+
+def read_png16(path):
+    """An 8/16-bit PNG with all its bits kept: HxW or HxWxC uint16 (int32 container).
+
+    PIL truncates 16-bit RGB PNGs (SYNTHIA labels) to 8 bits, so they are decoded with
+    torchvision.io.decode_png(..., ImageReadMode.UNCHANGED) (REFERENCE.md, SYNTHIA).
+    """
+    from torchvision.io import ImageReadMode, decode_png, read_file
+    if not os.path.isfile(path):
+        raise DataError(f"missing file: {path}")
+    try:
+        t = decode_png(read_file(path), ImageReadMode.UNCHANGED)
+    except Exception as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    arr = t.to(torch.int32).numpy()          # CxHxW
+    return arr[0] if arr.shape[0] == 1 else np.ascontiguousarray(arr.transpose(1, 2, 0))
+
+
+def read_edges(path):
+    """A cached or external edge map (8- or 16-bit grey PNG) as float32 in [0, 1]."""
+    img = _open(path)
+    scale = 65535.0 if img.mode.startswith("I") else 255.0
+    return np.asarray(img.convert("L") if img.mode in ("RGB", "RGBA", "P") else img).astype(np.float32) / scale
+
+
+def read_npy(path):
+    if not os.path.isfile(path):
+        raise DataError(f"missing file: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+
+
+def apply_lut(lut, ids, path=""):
+    """Class map lookup; ids outside the table become IGNORE (counted by check_dataset)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    out = np.full(ids.shape, IGNORE, dtype=np.int64)
+    ok = (ids >= 0) & (ids < len(lut))
+    out[ok] = np.asarray(lut)[ids[ok]]
+    return out
+
+
+def list_files(folder, suffix, what, layout):
+    """Sorted relative paths of files ending in `suffix` under `folder` (recursive)."""
+    if not os.path.isdir(folder):
+        raise DataError(f"missing folder {folder} ({what}); expected layout:\n{layout}")
+    out = []
+    for dirpath, _, files in os.walk(folder):
+        out += [os.path.relpath(os.path.join(dirpath, f), folder) for f in files if f.endswith(suffix)]
+    if not out:
+        raise DataError(f"no *{suffix} files under {folder} ({what}); expected layout:\n{layout}")
+    return sorted(out)
+
+
+def read_list(path, layout):
+    """Non-empty, non-comment lines of a split/list file."""
+    if not os.path.isfile(path):
+        raise DataError(f"missing list file {path}; expected layout:\n{layout}")
+    with open(path) as f:
+        return [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+# ----------------------------------------------------------------------------- dataset
+class FileDataset(torch.utils.data.Dataset):
+    """A split of a real dataset, yielding DESIGN.md's sample dict (see the module docstring)."""
+
+    key = folder = layout = None
+    splits = ("train", "val")
+    labels = ("semantic",)
+    class_sets = ()
+    max_depth = None      # metres; larger depths are set invalid (0) when given
+
+    def __init__(self, root, split, size, labels=(), classes=None, train=False, resize=None,
+                 flip=False, photometric=False, focal_ref=None, edges_dir=None, length=None,
+                 seed=0):
+        if split not in self.splits:
+            raise DataError(f"dataset {self.key!r} has no split {split!r}; it has {', '.join(self.splits)}")
+        if root is None or not os.path.isdir(root):
+            raise DataError(f"dataset {self.key!r}: root folder {root} not found; expected layout:\n"
+                            f"{self.layout}")
+        if classes is not None and classes not in self.class_sets:
+            raise DataError(f"dataset {self.key!r} has no {classes}-class map (--classes); "
+                            f"it has {', '.join(map(str, self.class_sets)) or 'no semantic labels'}")
+        self.root, self.split, self.size = root, split, tuple(size)
+        self.want = tuple(labels)
+        self.classes = classes or (self.class_sets[0] if self.class_sets else None)
+        self.train, self.resize = train, tuple(resize) if resize else None
+        self.flip, self.photometric, self.focal_ref = flip, photometric, focal_ref
+        self.edges_dir = edges_dir or os.path.join(root, "edges")
+        self.records = self.index(split)
+        if length is not None:
+            self.records = self.records[:length]
+        if not self.records:
+            raise DataError(f"dataset {self.key!r}: split {split!r} under {root} is empty; "
+                            f"expected layout:\n{self.layout}")
+
+    # -- what subclasses provide ------------------------------------------------
+    def index(self, split):
+        raise NotImplementedError
+
+    def load_image(self, rec):
+        return read_rgb(rec["image"])
+
+    def load_semantic(self, rec):
+        raise DataError(f"dataset {self.key!r} has no semantic labels")
+
+    def load_depth(self, rec):
+        raise DataError(f"dataset {self.key!r} has no depth labels")
+
+    def load_normals(self, rec):
+        raise DataError(f"dataset {self.key!r} has no normal labels")
+
+    def focal(self, rec):
+        """Native focal length (pixels) for focal rescaling; None when unknown."""
+        return None
+
+    # -- shared -----------------------------------------------------------------
+    def __len__(self):
+        return len(self.records)
+
+    def edge_cache_path(self, rec):
+        """Where tools/make_edges.py writes this sample's edges: EDGES_DIR/<name minus dataset>.png"""
+        return os.path.join(self.edges_dir, *rec["name"].split("/")[1:]) + ".png"
+
+    def load_raw(self, rec):
+        """Decoded, untransformed arrays of one record (used by tools/check_dataset.py too)."""
+        out = {"image": self.load_image(rec)}
+        for lab in self.want:
+            if lab == "edges":
+                path = self.edge_cache_path(rec)
+                if os.path.isfile(path):
+                    out["edges"] = read_edges(path)
+                continue
+            out[lab] = getattr(self, f"load_{lab}")(rec)
+        h, w = out["image"].shape[:2]
+        for lab, arr in out.items():
+            shape = arr.shape[:2] if lab != "normals" or arr.shape[-1] == 3 else arr.shape[1:]
+            if tuple(shape) != (h, w):
+                raise DataError(f"{rec.get(lab, rec['name'])}: {lab} is {shape[0]}x{shape[1]} but its "
+                                f"image {rec['image']} is {h}x{w}")
+        return out
+
+    def __getitem__(self, index):
+        rec = self.records[index]
+        raw = self.load_raw(rec)
+        sample = T.to_tensors(raw)
+        native_w = sample["image"].shape[-1]
+        sample = T.paired_transform(sample, size=self.size, resize=self.resize, train=self.train,
+                                    flip=self.flip, photometric=self.photometric)
+        if "edges" in self.want and "edges" not in sample:
+            sample["edges"] = detect_edges(sample["image"])
+        if "depth" in sample and self.max_depth:
+            sample["depth"][sample["depth"] > self.max_depth] = 0
+        if self.focal_ref and "depth" in sample:
+            f = self.focal(rec)
+            if f is None:
+                raise DataError(f"dataset {self.key!r} has no known focal length: --focal-ref "
+                                "cannot rescale its depth")
+            # A resize changes the focal in pixels; crops and flips do not.
+            scale = T.focal_scale(f * self.resize[1] / native_w if self.resize else f, self.focal_ref)
+            sample["depth"] = sample["depth"] * scale
+            sample["depth_scale"] = 1.0 / scale   # evaluation multiplies back to metres
+        sample["image"] = T.normalize(sample["image"])
+        sample["name"] = rec["name"]
+        return sample
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(root={self.root!r}, split={self.split!r}, n={len(self)}, "
+                f"classes={self.classes}, labels={self.want})")
