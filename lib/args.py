@@ -81,7 +81,7 @@ def check_common_args(args):
         raise SystemExit(f"--iters must be positive, got {args.iters}")
     if args.batch_size <= 0:
         raise SystemExit(f"--batch-size must be positive, got {args.batch_size}")
-    if min(args.size) <= 0:
+    if args.size is not None and min(args.size) <= 0:
         raise SystemExit(f"--size H W must be positive, got {args.size}")
     return args
 

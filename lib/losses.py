@@ -251,3 +251,15 @@ def supervised_loss(task, pred, target):
     if task == "normals":
         return cosine_normal_loss(pred, target)
     raise ValueError(f"no supervised loss for task {task!r}; expected semantic, depth or normals")
+
+
+def larger_norm_loss(feat, radius):
+    """Hard Adaptive Feature Norm (Xu et al. 2019, "LargerNorm" in AT/DT Table 7):
+    (mean_{b,i,j} ||f_bij||_2 - R)^2, the mean feature norm of one domain pulled to radius R.
+
+    AT/DT applies it to the dense E1 features of each domain; the norm is over channels at
+    every location, as in NDA (eq. 3), and averaged over locations and images.
+    """
+    if feat.dim() != 4:
+        raise ValueError(f"larger_norm_loss expects BxCxHxW features, got {tuple(feat.shape)}")
+    return (torch.linalg.vector_norm(feat, ord=2, dim=1).mean() - float(radius)).square()

@@ -13,8 +13,9 @@ import torch.nn as nn
 from .backbones import build_backbone, freeze_bn, ResNetBackbone
 from .decoders import UpsampleDecoder, to_depth, to_edges, to_normals, to_prediction
 from .encdec import EncDecNet
+from .transfer import AtdtNet, TransferNet
 
-MODELS = {"encdec": EncDecNet}
+MODELS = {"encdec": EncDecNet, "atdt": AtdtNet}
 
 
 def _check_arch(arch):
@@ -45,5 +46,5 @@ def build_model(spec: dict) -> nn.Module:
 
 __all__ = [
     "MODELS", "build_model", "model_spec", "EncDecNet", "ResNetBackbone", "build_backbone",
-    "freeze_bn", "UpsampleDecoder", "to_depth", "to_normals", "to_edges", "to_prediction",
+    "freeze_bn", "UpsampleDecoder", "AtdtNet", "TransferNet", "to_depth", "to_normals", "to_edges", "to_prediction",
 ]

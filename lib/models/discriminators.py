@@ -1,0 +1,18 @@
+"""Discriminators (critics) shared by the adversarial variants of the methods."""
+import torch.nn as nn
+
+
+class FeatureCritic(nn.Module):
+    """Per-location domain critic on encoder features, for AT/DT Table 7's "Adversarial" E1
+    alignment (the paper gives no architecture: conv 3x3 C->256->128 with LeakyReLU 0.2, then
+    a 1x1 conv to one logit per location, at the features' resolution)."""
+
+    def __init__(self, in_channels, width=256):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(width, width // 2, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(width // 2, 1, 1))
+
+    def forward(self, feat):
+        return self.net(feat)

@@ -1,0 +1,281 @@
+"""AT/DT stage 1 (Sections 3.2-3.5, eq. 3-4): train N1 = D1(E1) for T1 on domains A and B
+and N2 = D2(E2) for T2 on A only, with a shared auxiliary decoder and the NDA loss.
+
+    python train_tasks.py                                   # Dep->Sem on the procedural benchmark
+    python train_tasks.py --task1 semantic --task2 depth    # Sem->Dep
+    python train_tasks.py --aux none --e1-align none        # base AT/DT (Table 3, first row)
+    python train_tasks.py --src carla --tgt cityscapes --data-root DATA --backbone resnet50 \\
+        --pretrained imagenet --size 512 512 --batch-size 8 --iters 150000 --focal-ref 859.238
+
+Then `python train_transfer.py` (stage 2) reads this run folder. --src is domain A (T1 and T2
+labels), --tgt is domain B (T1 labels only; its T2 labels, if any, are never read here).
+"""
+import os
+
+import torch
+import torch.nn as nn
+
+from lib import engine, losses
+from lib.args import add_common_args, new_parser, parse
+from lib.data import build_dataset, data_options, get_entry, require_labels
+from lib.data.transforms import denormalize
+from lib.evaluation import evaluate_model
+from lib.models import UpsampleDecoder, build_model, model_spec
+from lib.models.discriminators import FeatureCritic
+
+SCRIPT = "train_tasks.py"
+TASKS = ("semantic", "depth")
+
+
+def get_args_parser(add_help=True):
+    parser = new_parser(__doc__, add_help)
+    add_common_args(parser)
+    g = parser.add_argument_group("AT/DT stage 1")
+    g.add_argument("--task1", default="depth", choices=TASKS, help="T1, labelled on A and B")
+    g.add_argument("--task2", default="semantic", choices=TASKS, help="T2, labelled on A only")
+    g.add_argument("--aux", default="edge", choices=["edge", "autoencoder", "none"],
+                   help="auxiliary task of the shared D_aux (Sec. 3.4; autoencoder: Table 4)")
+    g.add_argument("--e1-align", default="nda", choices=["nda", "none", "adv", "largernorm"],
+                   help="alignment of E1 features across domains (Sec. 3.3, Table 7)")
+    g.add_argument("--scheme", default="simultaneous",
+                   choices=["simultaneous", "separate", "separate-two-aux"],
+                   help="Table 6: N1, N2, D_aux together, or N1(+aux) then N2 (+ its own aux)")
+    g.add_argument("--lambda-t1", type=float, default=1.0, help="eq. 4 (Sec. 4)")
+    g.add_argument("--lambda-t2", type=float, default=1.0, help="eq. 4 (Sec. 4)")
+    g.add_argument("--lambda-aux", type=float, default=0.5, help="eq. 4 (Sec. 4)")
+    g.add_argument("--lambda-nda", type=float, default=0.001, help="eq. 3-4 (Sec. 4)")
+    g.add_argument("--lambda-adv", type=float, default=0.001, help="E1 adversarial weight (Table 7)")
+    g.add_argument("--lambda-largernorm", type=float, default=0.05,
+                   help="LargerNorm weight (Table 7; Xu et al.'s default)")
+    g.add_argument("--largernorm-radius", type=float, default=25.0,
+                   help="LargerNorm target norm R (Table 7 rows: 1, 25, 500)")
+    g.add_argument("--critic-lr", type=float, default=1e-4, help="Adam lr of the E1 critic")
+    g.add_argument("--output-stride", type=int, default=16, choices=[8, 16, 32])
+    g.add_argument("--decoder-width", type=int, default=256)
+    g.add_argument("--depth-norm", type=float, default=100.0,
+                   help="L1 on depth / N with depths above N masked (official code)")
+    g.add_argument("--min-depth", type=float, default=1e-3, help="evaluation clip (m)")
+    g.add_argument("--max-depth", type=float, default=100.0, help="evaluation clip (m)")
+    # ICCV code: Adam, lr 1e-4, poly 0.9. The iteration budget fits a laptop CPU (README).
+    parser.set_defaults(lr=1e-4, iters=600, batch_size=4, save_every=200, output_dir=None,
+                        photometric=True)
+    return parser
+
+
+class Stage1Net(nn.Module):
+    """N1, N2 and the auxiliary decoder(s) in one module, so DDP sees one forward."""
+
+    def __init__(self, spec1, spec2, aux_out, scheme, width):
+        super().__init__()
+        self.n1, self.n2 = build_model(spec1), build_model(spec2)
+        ch1, ch2 = self.n1.backbone.channels["layer4"], self.n2.backbone.channels["layer4"]
+        num_up = len(self.n1.decoders[next(iter(self.n1.decoders))].blocks)
+        self.aux = UpsampleDecoder(ch1, aux_out, num_up, width) if aux_out else None
+        # Table 6 row 3: a second D_aux for N2; otherwise N2 shares the one of N1 (Sec. 3.4).
+        self.aux2 = (UpsampleDecoder(ch2, aux_out, num_up, width)
+                     if aux_out and scheme == "separate-two-aux" else self.aux)
+        self.use_aux2 = aux_out and scheme != "separate"   # row 2: no aux while training N2
+
+    def forward(self, xa, xb, phase):
+        """phase 'both' | 'n1' | 'n2'. E2 only ever sees xa (domain A, Sec. 3.4)."""
+        out, size = {}, xa.shape[-2:]
+        if phase in ("both", "n1"):
+            f1 = self.n1.forward_features(torch.cat([xa, xb]))
+            out["f1"], out["p1"] = f1, self.n1.decode(f1, size)
+            if self.aux is not None:
+                out["aux1"] = self.aux(f1, size).sigmoid()
+        if phase in ("both", "n2"):
+            f2 = self.n2.forward_features(xa)
+            out["f2"], out["p2"] = f2, self.n2.decode(f2, size)
+            if self.use_aux2:
+                out["aux2"] = self.aux2(f2, size).sigmoid()
+        return out
+
+
+def task_loss(task, pred, batch, args):
+    """Sec. 4: cross-entropy for semantics; L1 for depth, on depth / 100 with > 100 m masked."""
+    if task == "semantic":
+        return losses.cross_entropy(pred, batch["semantic"])
+    gt = batch["depth"]
+    mask = (gt > 0) & (gt <= args.depth_norm)
+    return losses.masked_l1(pred / args.depth_norm, gt / args.depth_norm, mask)
+
+
+def aux_target(batch, args):
+    """Grey-scale proxy edges (L2, Sec. 4) or the input image itself (autoencoder, Table 4)."""
+    if args.aux == "edge":
+        return batch["edges"].unsqueeze(1)
+    return denormalize(batch["image"])
+
+
+def stage1_losses(out, a, b, args, critic):
+    """The terms of eq. 4 present in this phase (each already weighted)."""
+    n, t1, t2, terms = a["image"].shape[0], args.task1, args.task2, {}
+    if "p1" in out:
+        p1 = out["p1"][t1]
+        terms["t1_a"] = args.lambda_t1 * task_loss(t1, p1[:n].float(), a, args)
+        terms["t1_b"] = args.lambda_t1 * task_loss(t1, p1[n:].float(), b, args)
+        f1a, f1b = out["f1"].float().split([n, out["f1"].shape[0] - n])
+        if "aux1" in out:
+            aux = out["aux1"].float()
+            terms["aux1_a"] = args.lambda_aux * losses.masked_l2(aux[:n], aux_target(a, args))
+            terms["aux1_b"] = args.lambda_aux * losses.masked_l2(aux[n:], aux_target(b, args))
+        if args.e1_align == "nda":
+            terms["nda"] = args.lambda_nda * losses.nda_loss(f1a, f1b)
+        elif args.e1_align == "largernorm":
+            r = args.largernorm_radius
+            terms["largernorm"] = args.lambda_largernorm * (
+                losses.larger_norm_loss(f1a, r) + losses.larger_norm_loss(f1b, r))
+        elif args.e1_align == "adv":
+            # E1 fools the critic: domain-B features labelled as domain A (1).
+            terms["adv"] = args.lambda_adv * losses.bce_adv(engine.unwrap(critic)(f1b), 1.0)
+    if "p2" in out:
+        terms["t2_a"] = args.lambda_t2 * task_loss(t2, out["p2"][t2].float(), a, args)
+        if "aux2" in out:
+            terms["aux2_a"] = args.lambda_aux * losses.masked_l2(out["aux2"].float(), aux_target(a, args))
+    return terms
+
+
+def phase_of(iteration, args):
+    """simultaneous: N1 and N2 every step; separate schemes: N1 for --iters, then N2."""
+    if args.scheme == "simultaneous":
+        return "both"
+    return "n1" if iteration < args.iters else "n2"
+
+
+def check_args(args):
+    if args.task1 == args.task2:
+        raise engine.UserError(f"--task1 and --task2 are both {args.task1!r}: AT/DT transfers "
+                               "between two different tasks (Dep->Sem or Sem->Dep)")
+    if args.aux == "none" and args.scheme != "simultaneous":
+        raise engine.UserError(f"--scheme {args.scheme} is about the auxiliary decoder: give --aux")
+    require_labels(args.src, [args.task1, args.task2], "--src")
+    require_labels(args.tgt, [args.task1], "--tgt")
+    if args.aux == "edge":
+        require_labels(args.src, ["edges"], "--src")
+        require_labels(args.tgt, ["edges"], "--tgt")
+
+
+def build(args):
+    """Specs, the stage-1 module, optimizers (one per network, poly each) and the critic."""
+    nc = get_entry(args.src).num_classes if args.classes is None else args.classes
+    channels = {"semantic": nc, "depth": 1}
+    specs = {k: model_spec("encdec", backbone=args.backbone, output_stride=args.output_stride,
+                           pretrained=args.pretrained, tasks={t: channels[t]},
+                           decoder_width=args.decoder_width)
+             for k, t in (("n1", args.task1), ("n2", args.task2))}
+    aux_out = {"edge": 1, "autoencoder": 3, "none": 0}[args.aux]
+    net = Stage1Net(specs["n1"], specs["n2"], aux_out, args.scheme, args.decoder_width)
+    p1 = list(net.n1.parameters()) + (list(net.aux.parameters()) if net.aux is not None else [])
+    p2 = list(net.n2.parameters())
+    if net.aux2 is not None and net.aux2 is not net.aux:
+        p2 += list(net.aux2.parameters())
+    optims = {"n1": torch.optim.Adam(p1, lr=args.lr), "n2": torch.optim.Adam(p2, lr=args.lr)}
+    critic = None
+    if args.e1_align == "adv":
+        critic = FeatureCritic(net.n1.backbone.channels["layer4"])
+        optims["critic"] = torch.optim.Adam(critic.parameters(), lr=args.critic_lr, betas=(0.9, 0.99))
+    return specs, net, critic, optims, nc
+
+
+def train_step(net, critic, a, b, optims, amp, args, it):
+    phase = phase_of(it, args)
+    for opt in optims.values():
+        opt.zero_grad(set_to_none=True)
+    if critic is not None:
+        engine.unwrap(critic).requires_grad_(False)   # the E1 term must not train the critic
+    with amp.autocast():
+        out = net(a["image"], b["image"], phase)
+        terms = stage1_losses(out, a, b, args, critic)
+    total = sum(terms.values())
+    values = engine.check_finite({"loss": total, **terms}, it, list(a["name"]) + list(b["name"]))
+    amp.backward(total)
+    stepped = [optims[k] for k in ("n1", "n2") if phase in ("both", k)]
+    if critic is not None and "f1" in out:
+        engine.unwrap(critic).requires_grad_(True)
+        n = a["image"].shape[0]
+        f1 = out["f1"].detach().float()
+        with amp.autocast():
+            loss_c = (losses.bce_adv(critic(f1[:n]), 1.0) + losses.bce_adv(critic(f1[n:]), 0.0)) / 2
+        amp.backward(loss_c)
+        values["critic"] = float(loss_c)
+        stepped.append(optims["critic"])
+    amp.step(stepped)
+    return values, phase
+
+
+def evaluate_stage1(net, args, amp, nc):
+    """N1 on A and B (T1), N2 on A (T2): validation splits, last model (DESIGN.md)."""
+    def score(model, name, task):
+        data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length,
+                             labels=[task], **data_options(args, "src" if name == args.src else "tgt"))
+        loader = engine.eval_loader(data, args.batch_size, args, args.eval_batches)
+        return evaluate_model(model, loader, args.device, [task], nc, args.min_depth,
+                              args.max_depth, amp)
+    m = engine.unwrap(net)
+    return {"n1": {"source": score(m.n1, args.src, args.task1), "target": score(m.n1, args.tgt, args.task1)},
+            "n2": {"source": score(m.n2, args.src, args.task2)}}
+
+
+def main(args):
+    args.output_dir = args.output_dir or os.path.join("runs", "train_tasks")
+    check_args(args)
+    logger = engine.setup_run(args, SCRIPT)
+    need_aux = ["edges"] if args.aux == "edge" else []
+    data_a = build_dataset(args.src, "train", args.size, args.data_root, args.seed, args.proc_length,
+                           labels=[args.task1, args.task2] + need_aux, role="--src", train=True,
+                           **data_options(args, "src"))
+    data_b = build_dataset(args.tgt, "train", args.size, args.data_root, args.seed + 1, args.proc_length,
+                           labels=[args.task1] + need_aux, role="--tgt", train=True,
+                           **data_options(args, "tgt"))
+    loaders = {"a": engine.InfiniteLoader(data_a, args.batch_size, args, domain=0),
+               "b": engine.InfiniteLoader(data_b, args.batch_size, args, domain=1)}
+    specs, net, critic, optims, nc = build(args)
+    net = engine.prepare_model(net, args, find_unused=args.scheme != "simultaneous")
+    if critic is not None:
+        critic = engine.prepare_model(critic, args)
+    scheds = {k: engine.poly_scheduler(o, args.iters, args.poly_power) for k, o in optims.items()}
+    amp = engine.Amp(args.amp, args.device)
+    m = engine.unwrap(net)
+    models = {"n1": m.n1, "n2": m.n2}
+    models.update({"aux": m.aux} if m.aux is not None else {})
+    models.update({"aux2": m.aux2} if m.aux2 is not None and m.aux2 is not m.aux else {})
+    models.update({"critic": critic} if critic is not None else {})
+    state = dict(models=models, optimizers=optims, schedulers=scheds, amp=amp, loaders=loaders)
+    total = args.iters * (1 if args.scheme == "simultaneous" else 2)
+    start = 0
+    if path := engine.resume_path(args):
+        start = engine.restore(engine.load_checkpoint(path, SCRIPT), **state)
+    ckpt_path = os.path.join(args.output_dir, "checkpoint.pth")
+    stop = total if args.stop_at is None else min(args.stop_at, total)
+    logger.total = total
+    logger.start(start)
+    net.train()
+    for it in range(start, stop):
+        a = engine.to_device(next(loaders["a"]), args.device, args.channels_last)
+        b = engine.to_device(next(loaders["b"]), args.device, args.channels_last)
+        values, phase = train_step(net, critic, a, b, optims, amp, args, it)
+        for k, s in scheds.items():
+            if phase == "both" or k == phase or (k == "critic" and phase == "n1"):
+                s.step()
+        logger.step(it + 1, values, lr=scheds["n1" if phase != "n2" else "n2"].get_last_lr()[0])
+        if (args.save_every and (it + 1) % args.save_every == 0) or it + 1 == stop:
+            engine.save_checkpoint(ckpt_path, script=SCRIPT, iteration=it + 1, args=args,
+                                   model_specs=specs, extra={"inference_model": "n2"}, **state)
+    if stop < total:
+        engine.cleanup_distributed()
+        return None  # --stop-at: continue with --resume auto
+    metrics = {"selection": "last", "iteration": total, **evaluate_stage1(net, args, amp, nc)}
+    logger.write({"iter": total, **metrics})
+    if engine.is_main():
+        engine.write_json(metrics, os.path.join(args.output_dir, "metrics.json"))
+        for net_name, doms in metrics.items():
+            for dom, m in doms.items() if isinstance(doms, dict) else ():
+                print(f"{net_name} on {dom}: " + " ".join(f"{k}={v:.3f}" for k, v in m.items()
+                                                          if isinstance(v, float)))
+    engine.cleanup_distributed()
+    return metrics
+
+
+if __name__ == "__main__":
+    engine.cli(main, parse(get_args_parser()))

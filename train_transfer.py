@@ -1,0 +1,257 @@
+"""AT/DT stage 2 and inference (Sec. 3.2, eq. 1-2): learn G(1->2) from E1 to E2 features on
+domain A with E1, E2, D2 frozen, then solve T2 on domain B as D2(G(E1(x_B))).
+
+    python train_transfer.py                                  # continues runs/train_tasks
+    python train_transfer.py --stage1 runs/depsem --output-dir runs/depsem_transfer
+    python train_transfer.py --stage1 runs/depsem --oracle    # Transfer Oracle: G trained on B
+
+Model selection uses domain A's validation split only (Sec. 4, protocol); domain B is scored
+once, at the end: the AT/DT model, the baseline (N2 on B) and, with --oracle-checkpoint, the
+oracle N2 trained on B, in one table written to metrics.json.
+"""
+import copy
+import os
+
+import torch
+
+from lib import engine
+from lib.args import add_common_args, new_parser, parse
+from lib.data import build_dataset, data_options, require_labels
+from lib.evaluation import evaluate_model
+from lib.models import build_model, model_spec
+
+SCRIPT = "train_transfer.py"
+STAGE1 = "train_tasks.py"
+SEMANTIC_KEYS = ("mIoU", "acc")
+DEPTH_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")   # Table 2
+
+
+def get_args_parser(add_help=True):
+    parser = new_parser(__doc__, add_help)
+    add_common_args(parser)
+    g = parser.add_argument_group("AT/DT stage 2")
+    g.add_argument("--stage1", default=os.path.join("runs", "train_tasks"),
+                   help="run folder (or checkpoint.pth) of train_tasks.py (default: %(default)s)")
+    g.add_argument("--oracle", action="store_true",
+                   help="train G on domain B instead of A: the Transfer Oracle (Tables 1-2)")
+    g.add_argument("--oracle-checkpoint", default=None,
+                   help="checkpoint of N2 trained on B (e.g. tools/train_supervised.py --src B): "
+                        "adds the Oracle row")
+    g.add_argument("--transfer-layers", type=int, default=6, help="conv+BN pairs of G (Sec. 4)")
+    g.add_argument("--transfer-width", type=int, default=None,
+                   help="hidden channels of G (default: E2's feature channels)")
+    # Data and model flags default to the stage-1 run's values (None here).
+    # ICCV code: Adam lr 1e-5, batch 1, poly 0.9.
+    parser.set_defaults(src=None, tgt=None, size=None, backbone=None, lr=1e-5, batch_size=1,
+                        iters=1000, save_every=500, eval_every=250)
+    return parser
+
+
+def load_stage1(args):
+    """The stage-1 checkpoint; unset data flags are taken from its run."""
+    path = args.stage1
+    if os.path.isdir(path):
+        path = os.path.join(path, "checkpoint.pth")
+    if not os.path.isfile(path):
+        raise engine.UserError(f"no stage-1 checkpoint at {path}: run `python train_tasks.py` first "
+                               "or point --stage1 at its run folder")
+    ckpt = engine.load_checkpoint(path, STAGE1, flag="--stage1")
+    s1 = ckpt["args"]
+    if ckpt["iteration"] < s1["iters"] * (1 if s1["scheme"] == "simultaneous" else 2):
+        raise engine.UserError(f"{path} stopped at iteration {ckpt['iteration']} (--stop-at): finish "
+                               "stage 1 with `train_tasks.py --resume auto` first")
+    for key in ("src", "tgt", "size", "classes", "data_root", "resize", "focal_ref", "proc_length"):
+        if getattr(args, key, None) is None:
+            setattr(args, key, s1.get(key))
+    for key in ("task1", "task2", "min_depth", "max_depth"):
+        setattr(args, key, s1[key])
+    args.backbone = s1["backbone"]
+    args.stage1_path = path
+    return ckpt
+
+
+def frozen(ckpt, name, device):
+    """A stage-1 network in eval mode (BN statistics frozen) with no trainable parameters."""
+    spec = copy.deepcopy(ckpt["model_specs"][name])
+    spec["kwargs"]["pretrained"] = "none"   # weights come from the checkpoint
+    net = build_model(spec)
+    net.load_state_dict(ckpt["models"][name], strict=True)
+    return net.requires_grad_(False).eval().to(device), spec
+
+
+def build_atdt(ckpt, n1, n2, args):
+    """The inference model D2(G(E1(.))) with E1 and D2 copied from stage 1; only G trains."""
+    c1, c2 = n1.backbone.channels["layer4"], n2.backbone.channels["layer4"]
+    spec = model_spec("atdt", n1=n1_kwargs(ckpt, "n1"), n2=n1_kwargs(ckpt, "n2"),
+                      transfer={"in_channels": c1, "out_channels": c2,
+                                "width": args.transfer_width, "layers": args.transfer_layers})
+    atdt = build_model(spec)
+    atdt.encoder.load_state_dict(n1.backbone.state_dict())
+    atdt.decoders.load_state_dict(n2.decoders.state_dict())
+    atdt.encoder.requires_grad_(False)
+    atdt.decoders.requires_grad_(False)
+    return atdt.to(args.device), spec
+
+
+def n1_kwargs(ckpt, name):
+    kwargs = dict(ckpt["model_specs"][name]["kwargs"])
+    kwargs["pretrained"] = "none"
+    return kwargs
+
+
+def set_train_mode(atdt):
+    """Only G in train mode: E1 and D2 keep their stage-1 BN statistics (Sec. 3.2)."""
+    model = engine.unwrap(atdt)
+    model.eval()
+    model.transfer.train()
+
+
+def val_loader(name, role, args):
+    data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length,
+                         labels=[args.task2], role=role, **data_options(args, role.strip("-")))
+    return engine.eval_loader(data, max(args.batch_size, 4), args, args.eval_batches)
+
+
+def score(model, loader, args, amp):
+    nc = engine.unwrap(model).decoders["semantic"].out_channels if args.task2 == "semantic" else None
+    return evaluate_model(model, loader, args.device, [args.task2], nc, args.min_depth,
+                          args.max_depth, amp)
+
+
+def better(new, best, task):
+    """Selection on domain A's validation split: mIoU for semantics, abs rel for depth."""
+    if best is None:
+        return True
+    return new["mIoU"] > best["mIoU"] if task == "semantic" else new["abs_rel"] < best["abs_rel"]
+
+
+def train_step(atdt, g, n2, batch, optimizer, amp, it):
+    """Eq. 1: L_Tr = || G(E1(x)) - E2(x) ||_2, as the mean squared error over all elements.
+
+    `g` is G as prepared by the engine (DDP-wrapped under torchrun), E1 and E2 run frozen."""
+    x = batch["image"]
+    with torch.no_grad(), amp.autocast():
+        f1, f2 = atdt.encoder(x)["layer4"], n2.forward_features(x)
+    with amp.autocast():
+        loss = torch.nn.functional.mse_loss(g(f1).float(), f2.float())
+    values = engine.check_finite({"transfer": loss}, it, batch["name"])
+    optimizer.zero_grad(set_to_none=True)
+    amp.backward(loss)
+    amp.step([optimizer])
+    return values
+
+
+def final_table(atdt, n2, val_b, args, amp):
+    """Domain B, scored once: AT/DT (or the Transfer Oracle), the baseline and the oracle."""
+    name = "transfer_oracle" if args.oracle else "atdt"
+    rows = {name: score(atdt, val_b, args, amp), "baseline": score(n2, val_b, args, amp)}
+    if args.oracle_checkpoint:
+        from evaluate import load_inference_model
+        oracle, _ = load_inference_model(args.oracle_checkpoint)
+        rows["oracle"] = score(oracle.to(args.device), val_b, args, amp)
+    return rows
+
+
+def print_table(rows, args):
+    keys = SEMANTIC_KEYS if args.task2 == "semantic" else DEPTH_KEYS
+    print(f"{args.src} -> {args.tgt}, {args.task1} -> {args.task2}, {args.tgt} val:")
+    print(f"  {'method':<16}" + "".join(f"{k:>10}" for k in keys))
+    for row, m in rows.items():
+        print(f"  {row:<16}" + "".join(f"{m[k]:>10.4f}" for k in keys))
+
+
+def main(args):
+    ckpt = load_stage1(args)
+    args.output_dir = args.output_dir or os.path.join("runs", "train_transfer")
+    train_name, train_role = (args.tgt, "--tgt") if args.oracle else (args.src, "--src")
+    require_labels(args.tgt, [args.task2], "--tgt")   # B's T2 labels score the result, never train
+    logger = engine.setup_run(args, SCRIPT)
+    n1, _ = frozen(ckpt, "n1", args.device)
+    n2, _ = frozen(ckpt, "n2", args.device)
+    atdt, spec = build_atdt(ckpt, n1, n2, args)
+    del n1  # its encoder lives on inside atdt
+    data = build_dataset(train_name, "train", args.size, args.data_root, args.seed, args.proc_length,
+                         labels=[], role=train_role, train=True,
+                         **data_options(args, train_role.strip("-")))
+    loader = engine.InfiniteLoader(data, args.batch_size, args, domain=int(args.oracle))
+    g = engine.prepare_model(atdt.transfer, args)
+    optimizer = torch.optim.Adam(atdt.transfer.parameters(), lr=args.lr)
+    scheduler = engine.poly_scheduler(optimizer, args.iters, args.poly_power)
+    amp = engine.Amp(args.amp, args.device)
+    state = {"models": {"atdt": atdt}, "optimizers": {"g": optimizer},
+             "schedulers": {"g": scheduler}, "amp": amp, "loaders": {"train": loader}}
+    start, best = 0, {"metrics": None, "iteration": None, "g": None}
+    if path := engine.resume_path(args):
+        resumed = engine.load_checkpoint(path, SCRIPT)
+        start = engine.restore(resumed, **state)
+        best = {**best, **resumed["extra"].get("best", {})}
+        best["g"] = resumed["models"].get("best_g")
+    # Selection split: A's validation set (B's for the Transfer Oracle, which trains on B).
+    val_sel = val_loader(train_name, train_role, args)
+    ckpt_path = os.path.join(args.output_dir, "checkpoint.pth")
+    logger.start(start)
+    set_train_mode(atdt)
+    for it in range(start, engine.stop_iteration(args)):
+        batch = engine.to_device(next(loader), args.device, args.channels_last)
+        values = train_step(atdt, g, n2, batch, optimizer, amp, it)
+        scheduler.step()
+        logger.step(it + 1, values, lr=scheduler.get_last_lr()[0])
+        if args.eval_every and ((it + 1) % args.eval_every == 0 or it + 1 == args.iters):
+            m = score(atdt, val_sel, args, amp)
+            set_train_mode(atdt)
+            logger.write({"iter": it + 1, "selection_val": m})
+            if better(m, best["metrics"], args.task2):
+                best = {"metrics": m, "iteration": it + 1,
+                        "g": {k: v.detach().clone() for k, v in atdt.transfer.state_dict().items()}}
+        if engine.should_save(it + 1, args):
+            save(ckpt_path, it + 1, args, state, spec, best)
+    if engine.stop_iteration(args) < args.iters:
+        engine.cleanup_distributed()
+        return None  # --stop-at: continue with --resume auto
+    if best["g"] is not None:
+        atdt.transfer.load_state_dict(best["g"])
+    selection = (f"best on {train_name} val (iteration {best['iteration']})" if best["g"] is not None
+                 else "last")
+    atdt.eval()
+    rows = final_table(atdt, n2, val_loader(args.tgt, "--tgt", args), args, amp)
+    metrics = {"selection": selection, "task1": args.task1, "task2": args.task2,
+               "src": args.src, "tgt": args.tgt, "stage1": args.stage1_path, "target": rows}
+    if best["metrics"] is not None:
+        metrics["selection_val"] = best["metrics"]
+    logger.write({"iter": args.iters, **metrics})
+    if engine.is_main():
+        # The selected model, loadable by evaluate.py (--checkpoint RUN/model.pth).
+        engine.save_checkpoint(os.path.join(args.output_dir, "model.pth"), script=SCRIPT,
+                               iteration=args.iters, args=args, models={"atdt": atdt},
+                               model_specs={"atdt": spec},
+                               extra={"inference_model": "atdt", "selection": selection})
+        engine.write_json(metrics, os.path.join(args.output_dir, "metrics.json"))
+        print_table(rows, args)
+    engine.cleanup_distributed()
+    return metrics
+
+
+def save(path, iteration, args, state, spec, best):
+    """The resumable checkpoint; the best-so-far G travels with it (model selection state)."""
+    models = dict(state["models"])
+    extra = {"inference_model": "atdt",
+             "best": {"metrics": best["metrics"], "iteration": best["iteration"]}}
+    if best["g"] is not None:
+        models["best_g"] = _StateHolder(best["g"])
+    engine.save_checkpoint(path, script=SCRIPT, iteration=iteration, args=args, models=models,
+                           model_specs={"atdt": spec}, extra=extra,
+                           **{k: v for k, v in state.items() if k != "models"})
+
+
+class _StateHolder:
+    """Lets a plain state dict ride in the checkpoint's models section."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def state_dict(self):
+        return self.state
+
+
+if __name__ == "__main__":
+    engine.cli(main, parse(get_args_parser()))
