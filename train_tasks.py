@@ -53,7 +53,8 @@ def get_args_parser(add_help=True):
     g.add_argument("--output-stride", type=int, default=16, choices=[8, 16, 32])
     g.add_argument("--decoder-width", type=int, default=256)
     g.add_argument("--depth-norm", type=float, default=100.0,
-                   help="L1 on depth / N with depths above N masked (official code)")
+                   help="depth is regressed as depth / N with an L1 loss, depths above N masked "
+                        "(official code)")
     g.add_argument("--min-depth", type=float, default=1e-3, help="evaluation clip (m)")
     g.add_argument("--max-depth", type=float, default=100.0, help="evaluation clip (m)")
     # ICCV code: Adam, lr 1e-4, poly 0.9. The iteration budget fits a laptop CPU (README).
@@ -162,7 +163,7 @@ def build(args):
     channels = {"semantic": nc, "depth": 1}
     specs = {k: model_spec("encdec", backbone=args.backbone, output_stride=args.output_stride,
                            pretrained=args.pretrained, tasks={t: channels[t]},
-                           decoder_width=args.decoder_width)
+                           decoder_width=args.decoder_width, depth_scale=args.depth_norm)
              for k, t in (("n1", args.task1), ("n2", args.task2))}
     aux_out = {"edge": 1, "autoencoder": 3, "none": 0}[args.aux]
     net = Stage1Net(specs["n1"], specs["n2"], aux_out, args.scheme, args.decoder_width)

@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from lib import engine, losses  # noqa: E402
 from lib.args import add_common_args, new_parser, parse  # noqa: E402
-from lib.data import build_dataset, get_entry  # noqa: E402
+from lib.data import build_dataset, data_options, get_entry  # noqa: E402
 from lib.evaluation import evaluate_model  # noqa: E402
 from lib.models import build_model, model_spec  # noqa: E402
 
@@ -62,9 +62,10 @@ def build_model_and_optim(args, num_classes):
 def val_loader(name, args):
     """Validation loader of dataset `name` and its class count, built once per run."""
     entry = get_entry(name)
+    role = "src" if name == args.src else "tgt"
     data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length,
-                         labels=[t for t in args.tasks if t in entry.labels])
-    return engine.eval_loader(data, args.batch_size, args, args.eval_batches), entry.num_classes
+                         labels=[t for t in args.tasks if t in entry.labels], **data_options(args, role))
+    return engine.eval_loader(data, args.batch_size, args, args.eval_batches), args.classes or entry.num_classes
 
 
 def score(model, val, args, amp):
@@ -76,9 +77,10 @@ def score(model, val, args, amp):
 def main(args):
     logger = engine.setup_run(args, SCRIPT)
     train_set = build_dataset(args.src, "train", args.size, args.data_root, args.seed,
-                              args.proc_length, labels=args.tasks, role="--src")
+                              args.proc_length, labels=args.tasks, role="--src", train=True,
+                              **data_options(args, "src"))
     loader = engine.InfiniteLoader(train_set, args.batch_size, args, domain=0)
-    model, spec, optimizer = build_model_and_optim(args, get_entry(args.src).num_classes)
+    model, spec, optimizer = build_model_and_optim(args, args.classes or get_entry(args.src).num_classes)
     model = engine.prepare_model(model, args)
     scheduler = engine.poly_scheduler(optimizer, args.iters, args.poly_power)
     amp = engine.Amp(args.amp, args.device)

@@ -27,6 +27,8 @@ class DatasetEntry:
     num_classes: int = None
     description: str = ""
     class_sets: tuple = ()
+    layout: str = ""            # the expected folder tree, shown when it is missing
+    cls: type = None            # the FileDataset subclass of a real dataset
 
 
 def _procedural(domain):
@@ -86,7 +88,7 @@ def register(cls, description):
     DATASETS[cls.key] = DatasetEntry(
         build, tuple(cls.labels), folder=cls.folder, splits=tuple(cls.splits),
         num_classes=cls.class_sets[0] if cls.class_sets else None, description=description,
-        class_sets=tuple(cls.class_sets))
+        class_sets=tuple(cls.class_sets), layout=cls.layout or "", cls=cls)
     return cls
 
 
@@ -107,13 +109,14 @@ def dataset_root(name, data_root, flag="--data-root", root=None):
         if not os.path.isdir(root):
             raise UserError(f"dataset {name!r}: folder {root} not found")
         return root
+    layout = f"; expected layout:\n{entry.layout}" if entry.layout else ""
     if data_root is None:
         raise UserError(f"dataset {name!r} reads files: pass {flag} DIR, the folder holding "
-                        f"{entry.folder}/")
+                        f"{entry.folder}/{layout}")
     root = os.path.join(data_root, entry.folder)
     if not os.path.isdir(root):
-        raise UserError(f"dataset {name!r} expects its files under {root} ({flag} {data_root}); "
-                        "see the README's data section for the layout")
+        raise UserError(f"dataset {name!r} expects its files under {root} ({flag} {data_root})"
+                        f"{layout or '; see the README data section'}")
     return root
 
 

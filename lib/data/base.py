@@ -10,8 +10,10 @@ A dataset module subclasses FileDataset and says only what is particular to it:
         class_sets = (19, 16, 13, 7, 11)    # --classes values; the first is the default
         layout = '''cityscapes/leftImg8bit/{split}/{city}/*_leftImg8bit.png ...'''
 
+        known_ids = range(-1, 34)          # raw ids the format defines (others: check_dataset)
         def index(self, split):             # -> list of records (dicts of paths + "name")
-        def load_semantic(self, rec):       # -> int64 HxW class index (use self.classes)
+        def label_ids(self, rec):           # -> int HxW raw ids as stored in the file
+        def label_lut(self):                # -> LUT raw id -> class index of self.classes
         def load_depth(self, rec):          # -> float32 HxW metres, 0 = invalid
         def focal(self, rec):               # -> native focal length in pixels, or None
 
@@ -27,6 +29,7 @@ Randomness: the engine calls __getitem__ under a per-sample seed (lib.engine._Se
 so transforms draw from Python's `random` and stay reproducible across workers and resumes.
 """
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -80,7 +83,11 @@ def read_png16(path):
     if not os.path.isfile(path):
         raise DataError(f"missing file: {path}")
     try:
-        t = decode_png(read_file(path), ImageReadMode.UNCHANGED)
+        with warnings.catch_warnings():
+            # torchvision 0.29 deprecates its decoders in favour of torchcodec (not a dependency
+            # here); they still work, and pillow has no 16-bit RGB mode.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            t = decode_png(read_file(path), ImageReadMode.UNCHANGED)
     except Exception as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
     arr = t.to(torch.int32).numpy()          # CxHxW
@@ -141,6 +148,7 @@ class FileDataset(torch.utils.data.Dataset):
     labels = ("semantic",)
     class_sets = ()
     max_depth = None      # metres; larger depths are set invalid (0) when given
+    class_names = None    # names of the active class map (None: lib.data.labels.CLASS_NAMES)
 
     def __init__(self, root, split, size, labels=(), classes=None, train=False, resize=None,
                  flip=False, photometric=False, focal_ref=None, edges_dir=None, length=None,
@@ -173,8 +181,19 @@ class FileDataset(torch.utils.data.Dataset):
     def load_image(self, rec):
         return read_rgb(rec["image"])
 
-    def load_semantic(self, rec):
+    known_ids = None      # raw label ids the format defines; check_dataset counts the others
+
+    def label_ids(self, rec):
+        """Raw label ids as stored in the file (HxW integers)."""
         raise DataError(f"dataset {self.key!r} has no semantic labels")
+
+    def label_lut(self):
+        """Lookup table raw id -> class index of self.classes (255 = ignore)."""
+        raise NotImplementedError
+
+    def load_semantic(self, rec):
+        """Class indices of self.classes; ids outside the table are ignored (255)."""
+        return apply_lut(self.label_lut(), self.label_ids(rec))
 
     def load_depth(self, rec):
         raise DataError(f"dataset {self.key!r} has no depth labels")
@@ -208,7 +227,8 @@ class FileDataset(torch.utils.data.Dataset):
         for lab, arr in out.items():
             shape = arr.shape[:2] if lab != "normals" or arr.shape[-1] == 3 else arr.shape[1:]
             if tuple(shape) != (h, w):
-                raise DataError(f"{rec.get(lab, rec['name'])}: {lab} is {shape[0]}x{shape[1]} but its "
+                path = self.edge_cache_path(rec) if lab == "edges" else rec.get(lab, rec["name"])
+                raise DataError(f"{path}: {lab} is {shape[0]}x{shape[1]} but its "
                                 f"image {rec['image']} is {h}x{w}")
         return out
 
@@ -217,10 +237,14 @@ class FileDataset(torch.utils.data.Dataset):
         raw = self.load_raw(rec)
         sample = T.to_tensors(raw)
         native_w = sample["image"].shape[-1]
-        sample = T.paired_transform(sample, size=self.size, resize=self.resize, train=self.train,
-                                    flip=self.flip, photometric=self.photometric)
+        if self.resize:
+            sample = T.resize_sample(sample, self.resize)
         if "edges" in self.want and "edges" not in sample:
+            # No cache: the proxy label of the whole (resized) image before crop and jitter,
+            # as tools/make_edges.py would have written it.
             sample["edges"] = detect_edges(sample["image"])
+        sample = T.paired_transform(sample, size=self.size, train=self.train, flip=self.flip,
+                                    photometric=self.photometric)
         if "depth" in sample and self.max_depth:
             sample["depth"][sample["depth"] > self.max_depth] = 0
         if self.focal_ref and "depth" in sample:

@@ -36,7 +36,7 @@ def to_tensors(raw):
     """numpy arrays from a loader (image uint8 HxWx3, labels HxW / HxWx3) -> the tensors above."""
     out = {}
     for key, arr in raw.items():
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = torch.from_numpy(np.array(arr, copy=True))   # decoded arrays may be read-only views
         if key == "image":
             t = t.permute(2, 0, 1).float() / 255.0
         elif key == "semantic":
@@ -77,7 +77,7 @@ def crop(sample, top, left, size):
         if top >= 0 and left >= 0 and top + h <= H and left + w <= W:
             out[key] = t[..., top:top + h, left:left + w].clone()
             continue
-        canvas = torch.full((*t.shape[:-2], h, w), _FILL[key], dtype=t.dtype)
+        canvas = torch.full((*t.shape[:-2], h, w), _FILL.get(key, 0), dtype=t.dtype)
         y0, x0 = max(top, 0), max(left, 0)
         y1, x1 = min(top + h, H), min(left + w, W)
         canvas[..., y0 - top:y1 - top, x0 - left:x1 - left] = t[..., y0:y1, x0:x1]

@@ -34,8 +34,10 @@ class EncDecNet(nn.Module):
     """Shared ResNet encoder + one AT/DT upsampling decoder per task (AT/DT Sec. 4 "Architecture")."""
 
     def __init__(self, backbone="resnet18", output_stride=16, pretrained="none", tasks=None,
-                 decoder_width=256, multi_grid=None):
+                 decoder_width=256, multi_grid=None, depth_scale=1.0):
         super().__init__()
+        # Depth is predicted in units of depth_scale metres (AT/DT regresses depth / 100).
+        self.depth_scale = float(depth_scale)
         self.tasks = check_tasks(tasks if tasks is not None else {"semantic": 11})
         self.backbone = build_backbone(backbone, output_stride, pretrained, multi_grid)
         in_channels = self.backbone.channels["layer4"]
@@ -52,8 +54,17 @@ class EncDecNet(nn.Module):
 
     def decode(self, feat, out_size):
         """Layer4 features (possibly transferred, AT/DT G(1->2)) -> prediction dict at out_size."""
-        return {task: to_prediction(task, dec(feat, out_size)) for task, dec in self.decoders.items()}
+        return decode(self.decoders, feat, out_size, self.depth_scale)
 
     def forward(self, x):
         """(B, 3, H, W) -> {task: prediction} at the input resolution (see module docstring)."""
         return self.decode(self.forward_features(x), x.shape[-2:])
+
+
+def decode(decoders, feat, out_size, depth_scale=1.0):
+    """Run each task decoder and map raw outputs to the prediction convention (metres for depth)."""
+    out = {}
+    for task, dec in decoders.items():
+        raw = dec(feat, out_size)
+        out[task] = to_prediction(task, raw) if task != "depth" else depth_scale * to_prediction(task, raw)
+    return out

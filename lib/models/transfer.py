@@ -8,8 +8,7 @@ hidden width defaults to E2's channel count.
 """
 import torch.nn as nn
 
-from .decoders import to_prediction
-from .encdec import EncDecNet
+from .encdec import EncDecNet, decode
 
 
 class TransferNet(nn.Sequential):
@@ -41,7 +40,8 @@ class AtdtNet(nn.Module):
         self.encoder = net1.backbone            # E1
         self.decoders = net2.decoders           # D2 (one decoder: task T2)
         self.transfer = TransferNet(**transfer)  # G(1->2)
+        self.depth_scale = net2.depth_scale
 
     def forward(self, x):
         feat = self.transfer(self.encoder(x)["layer4"])
-        return {task: to_prediction(task, dec(feat, x.shape[-2:])) for task, dec in self.decoders.items()}
+        return decode(self.decoders, feat, x.shape[-2:], self.depth_scale)

@@ -1,0 +1,199 @@
+"""AT/DT end to end on tiny procedural data: stage 1 -> stage 2 -> evaluate, the invariants of
+the method (E2 never sees domain B, only G changes in stage 2, eq. 3's value), resume, errors."""
+import copy
+import json
+import os
+
+import pytest
+import torch
+
+import evaluate
+import train_tasks
+import train_transfer
+from lib import engine
+from lib.data import DATASETS, DatasetEntry
+
+TINY = ["--size", "32", "64", "--batch-size", "2", "--proc-length", "8", "--workers", "0",
+        "--eval-batches", "1", "--log-every", "1", "--device", "cpu", "--decoder-width", "16"]
+
+
+def stage1(out_dir, *extra, iters=2):
+    args = train_tasks.get_args_parser().parse_args(
+        TINY + ["--iters", str(iters), "--output-dir", str(out_dir), "--save-every", "0", *extra])
+    return train_tasks.main(args)
+
+
+def stage2(stage1_dir, out_dir, *extra, iters=3):
+    args = train_transfer.get_args_parser().parse_args(
+        ["--stage1", str(stage1_dir), "--iters", str(iters), "--output-dir", str(out_dir),
+         "--workers", "0", "--eval-batches", "1", "--log-every", "1", "--device", "cpu",
+         "--eval-every", "2", "--save-every", "0", *extra])
+    return train_transfer.main(args)
+
+
+@pytest.fixture(scope="module")
+def depsem(tmp_path_factory):
+    out = tmp_path_factory.mktemp("depsem")
+    metrics = stage1(out / "s1")
+    return out, metrics
+
+
+def test_stage1_writes_checkpoint_and_metrics(depsem):
+    out, metrics = depsem
+    ckpt = torch.load(out / "s1" / "checkpoint.pth", weights_only=True)
+    assert ckpt["script"] == "train_tasks.py" and ckpt["iteration"] == 2
+    assert set(ckpt["models"]) == {"n1", "n2", "aux"}        # one D_aux shared by E1 and E2
+    assert ckpt["model_specs"]["n1"]["kwargs"]["tasks"] == {"depth": 1}
+    assert ckpt["model_specs"]["n2"]["kwargs"]["tasks"] == {"semantic": 11}
+    assert {"abs_rel", "a1"} <= set(metrics["n1"]["target"]) and "mIoU" in metrics["n2"]["source"]
+    assert json.load(open(out / "s1" / "metrics.json"))["selection"] == "last"
+
+
+def test_stage2_trains_only_g_and_reports_the_table(depsem, tmp_path, monkeypatch):
+    out, _ = depsem
+    initial = {}
+    build = train_transfer.build_atdt
+
+    def spy(*a, **k):
+        atdt, spec = build(*a, **k)
+        initial.update(copy.deepcopy(atdt.state_dict()))
+        return atdt, spec
+    monkeypatch.setattr(train_transfer, "build_atdt", spy)
+    metrics = stage2(out / "s1", tmp_path / "s2")
+    s1 = torch.load(out / "s1" / "checkpoint.pth", weights_only=True)["models"]
+    final = torch.load(tmp_path / "s2" / "checkpoint.pth", weights_only=True)["models"]["atdt"]
+    changed = {k for k in final if not torch.equal(final[k], initial[k])}
+    assert changed and all(k.startswith("transfer.") for k in changed)
+    # E1 and D2 (weights and BN statistics) are stage 1's, bit for bit.
+    for k, v in final.items():
+        if k.startswith("encoder."):
+            assert torch.equal(v, s1["n1"]["backbone." + k[len("encoder."):]]), k
+        elif k.startswith("decoders."):
+            assert torch.equal(v, s1["n2"][k]), k
+    assert set(metrics["target"]) == {"atdt", "baseline"}
+    assert {"mIoU", "acc"} <= set(metrics["target"]["atdt"])
+    assert metrics["selection"].startswith("best on proc-a val")   # domain A only (Sec. 4)
+    # The selected model is what evaluate.py scores on B: same number as the table.
+    model, _ = evaluate.load_inference_model(str(tmp_path / "s2" / "model.pth"))
+    args = evaluate.get_args_parser().parse_args(
+        ["--checkpoint", str(tmp_path / "s2" / "model.pth"), "--proc-length", "8",
+         "--max-batches", "1", "--batch-size", "4", "--device", "cpu",
+         "--output-dir", str(tmp_path / "ev")])
+    scored = evaluate.main(args)
+    assert scored["mIoU"] == pytest.approx(metrics["target"]["atdt"]["mIoU"])
+
+
+def test_transfer_oracle_trains_on_b(depsem, tmp_path, monkeypatch):
+    out, _ = depsem
+    seen = []
+    real = engine.InfiniteLoader
+
+    def spy(dataset, *a, **k):
+        seen.append(getattr(dataset, "domain", None) or getattr(dataset.data, "domain", None))
+        return real(dataset, *a, **k)
+    monkeypatch.setattr(train_transfer.engine, "InfiniteLoader", spy)
+    metrics = stage2(out / "s1", tmp_path / "oracle", "--oracle", iters=2)
+    assert seen == ["b"] and "transfer_oracle" in metrics["target"]
+
+
+def test_e2_never_sees_domain_b(tmp_path, monkeypatch):
+    """Sec. 3.4: images of B go through E1 only, also for the auxiliary loss, in every scheme."""
+    seen = {"e1": [], "e2": [], "a": [], "b": []}
+    orig_forward = train_tasks.Stage1Net.forward
+
+    def record(name):
+        return lambda module, inputs: seen[name].append(inputs[0].clone())
+
+    def spy(self, xa, xb, phase):   # training forwards only (evaluation scores N2 on A val)
+        seen["a"].append(xa.clone())
+        seen["b"].append(xb.clone())
+        hooks = [self.n1.backbone.register_forward_pre_hook(record("e1")),
+                 self.n2.backbone.register_forward_pre_hook(record("e2"))]
+        try:
+            return orig_forward(self, xa, xb, phase)
+        finally:
+            for h in hooks:
+                h.remove()
+    monkeypatch.setattr(train_tasks.Stage1Net, "forward", spy)
+    for scheme in ("simultaneous", "separate-two-aux"):
+        stage1(tmp_path / scheme, "--scheme", scheme, iters=1)
+    b_images = torch.cat(seen["b"])
+    a_images = torch.cat(seen["a"])
+    assert seen["e2"], "E2 was never called"
+    for x in torch.cat(seen["e2"]):
+        assert not any(torch.equal(x, b) for b in b_images)
+        assert any(torch.equal(x, a) for a in a_images)
+    # ... while E1 does see them (N1 is trained on A and B).
+    assert any(torch.equal(x, b) for x in torch.cat(seen["e1"]) for b in b_images)
+
+
+def test_nda_term_equals_hand_value():
+    """eq. 3 weighted by lambda_NDA: features at 2 locations with norms (5, 1) vs (0, 1)."""
+    args = train_tasks.get_args_parser().parse_args(["--aux", "none", "--lambda-nda", "0.5"])
+    f1 = torch.zeros(2, 2, 1, 2)                 # batch: [A, B]
+    f1[0, :, 0, 0] = torch.tensor([3.0, 4.0])    # A: norm 5 at (0, 0)
+    f1[0, :, 0, 1] = torch.tensor([0.0, 1.0])    # A: norm 1 at (0, 1)
+    f1[1, :, 0, 1] = torch.tensor([1.0, 0.0])    # B: norms 0 and 1
+    a = {"image": torch.zeros(1, 3, 4, 4), "depth": torch.ones(1, 4, 4)}
+    b = {"image": torch.zeros(1, 3, 4, 4), "depth": torch.ones(1, 4, 4)}
+    out = {"f1": f1, "p1": {"depth": torch.ones(2, 4, 4)}}
+    terms = train_tasks.stage1_losses(out, a, b, args, critic=None)
+    assert terms["nda"].item() == pytest.approx(0.5 * (abs(5 - 0) + abs(1 - 1)) / 2)
+    assert terms["t1_a"].item() == 0.0 and terms["t1_b"].item() == 0.0
+
+
+def test_depth_loss_is_l1_on_depth_over_100_with_far_pixels_masked():
+    args = train_tasks.get_args_parser().parse_args([])
+    gt = torch.tensor([[[10.0, 50.0, 0.0, 150.0]]])       # 0 invalid, 150 m > 100 m masked
+    pred = torch.tensor([[[20.0, 40.0, 7.0, 3.0]]])
+    loss = train_tasks.task_loss("depth", pred, {"depth": gt}, args)
+    assert loss.item() == pytest.approx((0.1 + 0.1) / 2)
+
+
+@pytest.mark.parametrize("extra", [["--e1-align", "adv"], ["--e1-align", "largernorm"],
+                                   ["--scheme", "separate"], ["--aux", "autoencoder"],
+                                   ["--task1", "semantic", "--task2", "depth"]])
+def test_variants_run(tmp_path, extra):
+    metrics = stage1(tmp_path, *extra, iters=1)
+    assert metrics["iteration"] == (2 if "separate" in extra else 1)
+    ckpt = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
+    assert ("critic" in ckpt["models"]) == ("adv" in extra)
+
+
+def test_separate_scheme_trains_n1_then_n2(tmp_path):
+    """Table 6 row 2: the first --iters steps leave N2 untouched, the next ones N1."""
+    stage1(tmp_path, "--scheme", "separate", "--stop-at", "1", iters=1)
+    first = torch.load(tmp_path / "checkpoint.pth", weights_only=True)["models"]
+    stage1(tmp_path, "--scheme", "separate", "--resume", "auto", iters=1)
+    second = torch.load(tmp_path / "checkpoint.pth", weights_only=True)["models"]
+    assert all(torch.equal(first["n1"][k], second["n1"][k]) for k in first["n1"])
+    assert not all(torch.equal(first["n2"][k], second["n2"][k]) for k in first["n2"])
+
+
+def test_stage1_resume_is_exact(tmp_path):
+    stage1(tmp_path / "full", iters=2)
+    assert stage1(tmp_path / "cut", "--stop-at", "1", iters=2) is None
+    stage1(tmp_path / "cut", "--resume", "auto", iters=2)
+    full = torch.load(tmp_path / "full" / "checkpoint.pth", weights_only=True)["models"]
+    cut = torch.load(tmp_path / "cut" / "checkpoint.pth", weights_only=True)["models"]
+    for net in full:
+        for k in full[net]:
+            assert torch.equal(full[net][k], cut[net][k]), (net, k)
+
+
+def test_same_tasks_is_an_error(tmp_path):
+    with pytest.raises(engine.UserError, match="--task1 and --task2"):
+        stage1(tmp_path, "--task1", "depth", "--task2", "depth")
+
+
+def test_stage2_without_stage1_is_an_error(tmp_path):
+    with pytest.raises(engine.UserError, match="run `python train_tasks.py` first"):
+        stage2(tmp_path / "nothing", tmp_path / "s2")
+
+
+def test_target_without_t1_labels_is_an_error(tmp_path, monkeypatch):
+    entry = DATASETS["proc-b"]
+    monkeypatch.setitem(DATASETS, "no-depth", DatasetEntry(entry.builder, ("semantic", "edges"),
+                                                           num_classes=11))
+    with pytest.raises(engine.UserError, match="'no-depth' \\(--tgt\\) has no depth"):
+        stage1(tmp_path, "--tgt", "no-depth")
