@@ -157,9 +157,8 @@ def check_args(args):
         require_labels(args.tgt, ["edges"], "--tgt")
 
 
-def build(args):
+def build(args, nc):
     """Specs, the stage-1 module, optimizers (one per network, poly each) and the critic."""
-    nc = get_entry(args.src).num_classes if args.classes is None else args.classes
     channels = {"semantic": nc, "depth": 1}
     specs = {k: model_spec("encdec", backbone=args.backbone, output_stride=args.output_stride,
                            pretrained=args.pretrained, tasks={t: channels[t]},
@@ -231,7 +230,9 @@ def main(args):
                            **data_options(args, "tgt"))
     loaders = {"a": engine.InfiniteLoader(data_a, args.batch_size, args, domain=0),
                "b": engine.InfiniteLoader(data_b, args.batch_size, args, domain=1)}
-    specs, net, critic, optims, nc = build(args)
+    # Class count of domain A's labels (a folder dataset reads it from its dataset.json).
+    nc = getattr(data_a, "classes", None) or args.classes or get_entry(args.src).num_classes
+    specs, net, critic, optims, nc = build(args, nc)
     net = engine.prepare_model(net, args, find_unused=args.scheme != "simultaneous")
     if critic is not None:
         critic = engine.prepare_model(critic, args)

@@ -8,6 +8,8 @@ uint8 numpy array, so the results go straight into make_panel() and save_png():
     save_png(make_panel([tiles], titles=[["image", "semantic", "depth", "normals"]]), path)
 """
 
+import colorsys
+
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -64,10 +66,21 @@ def apply_colormap(t, anchors=_MAGMA_ANCHORS):
     return np.rint(np.stack(channels, axis=-1)).astype(np.uint8)
 
 
+def generic_palette(num_classes):
+    """Distinct colours for a class set without a named palette (ISPRS, NYUv2-40, folder)."""
+    golden = 0.618033988749895
+    hues = (np.arange(num_classes) * golden) % 1.0
+    rgb = [colorsys.hsv_to_rgb(h, 0.65 + 0.35 * (i % 2), 0.95 - 0.3 * (i % 3 == 2))
+           for i, h in enumerate(hues)]
+    return (np.array(rgb) * 255).round().astype(np.uint8).reshape(-1, 3)
+
+
 def colorize_semantic(labels, num_classes):
     """HxW class indices -> HxWx3 uint8 with the palette of that class set; others black."""
     labels = _numpy(labels).astype(np.int64)
-    palette = PALETTES[num_classes]
+    palette = PALETTES.get(num_classes)
+    if palette is None:
+        palette = generic_palette(num_classes)
     valid = (labels >= 0) & (labels < len(palette))
     rgb = palette[np.where(valid, labels, 0)]
     rgb[~valid] = 0

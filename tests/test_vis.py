@@ -105,3 +105,12 @@ def test_save_png_round_trip(tmp_path):
     vis.save_png(array, path)
     np.testing.assert_array_equal(np.asarray(Image.open(path)), array)
     assert [p.name for p in path.parent.iterdir()] == ["panel.png"]  # no temp file left
+
+
+def test_generic_palette_for_class_sets_without_names():
+    """ISPRS (6), NYUv2-40 or a folder dataset get distinct colours instead of a KeyError."""
+    from lib.vis import colorize_semantic
+    for k in (6, 40):
+        rgb = colorize_semantic(np.arange(k).reshape(1, k), k)
+        assert len({tuple(c) for c in rgb[0]}) == k
+        assert (colorize_semantic(np.array([[255]]), k) == 0).all()   # ignore stays black
