@@ -239,12 +239,17 @@ def main(args):
         model, ckpt = load_inference_model(args.checkpoint, args.model)
     name = args.dataset or (ckpt["args"].get("tgt") if ckpt else None) or "proc-b"
     entry = get_entry(name, "--dataset")
-    args.classes = args.classes or entry.num_classes
     size = args.size or (ckpt["args"].get("size") if ckpt else None) or [128, 256]
+    if ckpt and args.dataset in (None, ckpt["args"].get("tgt")):
+        # Same dataset as the run: the same class map and depth frame unless told otherwise.
+        args.classes = args.classes or ckpt["args"].get("classes")
+        args.focal_ref = args.focal_ref or ckpt["args"].get("focal_ref")
     wanted = [t for t in (args.task or TASKS) if t in entry.labels]
     dataset = build_dataset(name, args.split, size, args.data_root, length=args.proc_length,
                             labels=wanted, role="--dataset", root=args.src_root or args.tgt_root,
                             classes=args.classes, resize=args.resize, focal_ref=args.focal_ref)
+    # A folder dataset knows its class count from its dataset.json, not from the registry.
+    args.classes = args.classes or getattr(dataset, "classes", None) or entry.num_classes
     default_out = (os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"eval-{name}-{args.split}")
                    if args.checkpoint else args.pred_dir.rstrip("/") + "-eval")
     out_dir = args.output_dir or default_out

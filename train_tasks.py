@@ -198,7 +198,7 @@ def train_step(net, critic, a, b, optims, amp, args, it):
         with amp.autocast():
             loss_c = (losses.bce_adv(critic(f1[:n]), 1.0) + losses.bce_adv(critic(f1[n:]), 0.0)) / 2
         amp.backward(loss_c)
-        values["critic"] = float(loss_c)
+        values["critic"] = float(loss_c.detach())
         stepped.append(optims["critic"])
     amp.step(stepped)
     return values, phase

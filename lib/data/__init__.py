@@ -9,7 +9,6 @@ options (all datasets): classes (class-map size), train (random crop / flip / ph
 active), resize (H, W), flip, photometric, focal_ref (rescale depth to this focal length).
 """
 import importlib
-import importlib.util
 import os
 from dataclasses import dataclass
 
@@ -154,5 +153,4 @@ def data_options(args, role):
 _MODULES = ("cityscapes", "synthia", "carla", "gta5", "synscapes", "mapillary", "isprs",
             "nyuv2", "kitti", "folder")
 for _m in _MODULES:
-    if importlib.util.find_spec(f"lib.data.{_m}") is not None:  # TODO(issue 3): strict import
-        importlib.import_module(f"lib.data.{_m}")
+    importlib.import_module(f"lib.data.{_m}")
