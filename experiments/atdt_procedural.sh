@@ -1,30 +1,39 @@
 #!/usr/bin/env bash
-# The README's AT/DT table on the procedural benchmark (proc-a -> proc-b), 3 seeds, CPU-sized:
-# for Dep->Sem and Sem->Dep, base AT/DT, +aux, +NDA, +aux+NDA (stage 1 + stage 2 each), the
-# Transfer Oracle (G trained on proc-b, on the +aux+NDA stage 1) and the baseline (N2 on B).
+# The README's AT/DT table on the procedural benchmark (proc-a = A, proc-b = B), on a CPU:
+# for Dep->Sem and Sem->Dep, base AT/DT, +aux, +NDA and +aux+NDA (stage 1 + stage 2 each),
+# and the Transfer Oracle (G trained on B, on the +aux+NDA stage 1); every stage-2 run also
+# scores the baseline (its N2 applied to B). Seeds 0, 1, 2.
 #
-#   bash experiments/atdt_procedural.sh            # all seeds (about 100 CPU-minutes on 2 cores)
-#   SEEDS="0" bash experiments/atdt_procedural.sh  # one seed
-#   python tools/summarize.py runs/atdt_proc --keys mIoU acc abs_rel rmse a1
+#   bash experiments/atdt_procedural.sh             # two lanes (Dep->Sem, Sem->Dep) in parallel
+#   SEEDS="0" bash experiments/atdt_procedural.sh   # one seed
+#   python tools/summarize.py runs/atdt_proc/depsem --keys target.atdt.mIoU target.baseline.mIoU
 #
 # Every run uses the scripts' defaults (the main job's settings) but for the flags shown.
+# Finished runs (metrics.json present) are skipped, interrupted ones resume.
 set -euo pipefail
 RUNS=${RUNS:-runs/atdt_proc}
 SEEDS=${SEEDS:-0 1 2}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # one thread per lane: two lanes fill 2 cores
 declare -A VARIANT=([base]="--aux none --e1-align none" [aux]="--aux edge --e1-align none"
                     [nda]="--aux none --e1-align nda" [full]="--aux edge --e1-align nda")
-for seed in $SEEDS; do
-  for dir in depsem semdep; do
-    if [ $dir = depsem ]; then tasks="--task1 depth --task2 semantic"; else tasks="--task1 semantic --task2 depth"; fi
+
+lane() {  # lane depsem|semdep: every seed and variant of one direction, in order
+  local dir=$1 tasks
+  if [ "$dir" = depsem ]; then tasks="--task1 depth --task2 semantic"; else tasks="--task1 semantic --task2 depth"; fi
+  for seed in $SEEDS; do
     for v in base aux nda full; do
-      s1=$RUNS/$dir/${v}_s1_seed$seed
+      local s1=$RUNS/$dir/stage1/${v}_seed$seed
       [ -f "$s1/metrics.json" ] || python train_tasks.py $tasks ${VARIANT[$v]} --seed "$seed" \
           --output-dir "$s1" --resume auto
       [ -f "$RUNS/$dir/${v}_seed$seed/metrics.json" ] || python train_transfer.py --stage1 "$s1" \
           --seed "$seed" --output-dir "$RUNS/$dir/${v}_seed$seed" --resume auto
     done
     [ -f "$RUNS/$dir/oracle_seed$seed/metrics.json" ] || python train_transfer.py --oracle \
-        --stage1 "$RUNS/$dir/full_s1_seed$seed" --seed "$seed" --output-dir "$RUNS/$dir/oracle_seed$seed" \
-        --resume auto
+        --stage1 "$RUNS/$dir/stage1/full_seed$seed" --seed "$seed" \
+        --output-dir "$RUNS/$dir/oracle_seed$seed" --resume auto
   done
-done
+}
+mkdir -p "$RUNS"
+lane depsem > "$RUNS/depsem.log" 2>&1 &
+lane semdep > "$RUNS/semdep.log" 2>&1 &
+wait

@@ -77,7 +77,7 @@ def test_stage2_trains_only_g_and_reports_the_table(depsem, tmp_path, monkeypatc
     model, _ = evaluate.load_inference_model(str(tmp_path / "s2" / "model.pth"))
     args = evaluate.get_args_parser().parse_args(
         ["--checkpoint", str(tmp_path / "s2" / "model.pth"), "--proc-length", "8",
-         "--max-batches", "1", "--batch-size", "4", "--device", "cpu",
+         "--batch-size", "4", "--device", "cpu",
          "--output-dir", str(tmp_path / "ev")])
     scored = evaluate.main(args)
     assert scored["mIoU"] == pytest.approx(metrics["target"]["atdt"]["mIoU"])

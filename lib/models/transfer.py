@@ -14,14 +14,14 @@ from .encdec import EncDecNet, decode
 class TransferNet(nn.Sequential):
     """G(1->2): `layers` x (conv 3x3 + BN), ReLU between pairs, same spatial size (Sec. 4)."""
 
-    def __init__(self, in_channels, out_channels, width=None, layers=6):
+    def __init__(self, in_channels, out_channels, width=None, layers=6, final_relu=False):
         width = width or out_channels
         mods, ch = [], in_channels
         for i in range(layers):
             last = i == layers - 1
             out = out_channels if last else width
             mods += [nn.Conv2d(ch, out, 3, padding=1, bias=False), nn.BatchNorm2d(out)]
-            if not last:
+            if not last or final_relu:
                 mods.append(nn.ReLU(inplace=True))
             ch = out
         super().__init__(*mods)
