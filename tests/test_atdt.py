@@ -197,3 +197,20 @@ def test_target_without_t1_labels_is_an_error(tmp_path, monkeypatch):
                                                            num_classes=11))
     with pytest.raises(engine.UserError, match="'no-depth' \\(--tgt\\) has no depth"):
         stage1(tmp_path, "--tgt", "no-depth")
+
+
+def _ddp_stage1(rank, port, out):
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    # The critic and the separate scheme (parameters unused in a phase) under DDP.
+    stage1(out, "--scheme", "separate", "--e1-align", "adv", iters=1)
+
+
+def test_stage1_under_two_process_gloo_ddp(tmp_path, free_port):
+    """Smoke test of the DDP path: both phases of the separate scheme and the critic step."""
+    import torch.multiprocessing as mp
+    mp.spawn(_ddp_stage1, args=(free_port, str(tmp_path)), nprocs=2, join=True)
+    ckpt = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
+    assert ckpt["iteration"] == 2 and {"n1", "n2", "aux", "critic"} <= set(ckpt["models"])
+    assert json.load(open(tmp_path / "metrics.json"))["iteration"] == 2

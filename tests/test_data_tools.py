@@ -138,7 +138,7 @@ def test_make_edges_writes_cache_files(tree, capsys):
             assert img.mode == "L" and img.size == (W, H)
         assert np.abs(read_edges(path) - detect(arrays["image"])).max() <= 1 / 255 + 1e-6
     mtime = os.path.getmtime(path)
-    assert make_edges.main([Tree.key, "--data-root", data_root, "--split", "val"]) == 0
+    assert make_edges.main([Tree.key, "--data-root", data_root, "--splits", "val"]) == 0
     assert "0 written, 1 already there" in capsys.readouterr().out
     assert os.path.getmtime(path) == mtime
     ds = Tree(root, "train", (H, W), labels=("edges",))
@@ -178,7 +178,7 @@ def test_make_edges_imports_external_maps(tree, tmp_path, capsys):
     assert np.allclose(read_edges(a1), grad16 / 65535.0)
     assert np.allclose(read_edges(os.path.join(root, "edges", "train", "aachen", "a2.png")), 0.2)
     assert np.allclose(read_edges(os.path.join(root, "edges", "val", "cologne", "c1.png")), 1.0)
-    assert make_edges.main(argv + ["--overwrite", "--invert", "--split", "val"]) == 0
+    assert make_edges.main(argv + ["--overwrite", "--invert", "--splits", "val"]) == 0
     assert np.allclose(read_edges(os.path.join(root, "edges", "val", "cologne", "c1.png")), 0.0)
 
 
@@ -188,7 +188,7 @@ def test_make_edges_refusals(tree, tmp_path, capsys):
     assert "procedural" in capsys.readouterr().err
     assert make_edges.main([Tree.key, "--data-root", str(tmp_path / "none")]) == 2
     assert "tree/labels/{split}" in capsys.readouterr().err
-    assert make_edges.main([Tree.key, "--data-root", data_root, "--split", "test"]) == 2
+    assert make_edges.main([Tree.key, "--data-root", data_root, "--splits", "test"]) == 2
 
 
 # ----------------------------------------------------------------------------- check_dataset
@@ -214,7 +214,7 @@ def test_check_clean_tree(tree, tmp_path, capsys):
 
 def test_check_counts_cached_edges_and_max_samples(tree, capsys):
     data_root, _, _ = tree
-    make_edges.main([Tree.key, "--data-root", data_root, "--split", "train"])
+    make_edges.main([Tree.key, "--data-root", data_root, "--splits", "train"])
     capsys.readouterr()
     status, _, text = check(data_root, capsys, "--splits", "train", "--max-samples", "2")
     assert status == 0 and "[train] 3 samples, 2 checked" in text and "cached edges    2/2" in text

@@ -26,7 +26,7 @@ counted and listed.
 
 Usage:
     python tools/make_edges.py cityscapes --data-root DATA
-    python tools/make_edges.py cityscapes --data-root DATA --split train val --workers 8
+    python tools/make_edges.py cityscapes --data-root DATA --splits train val --workers 8
     python tools/make_edges.py synthia --data-root DATA --resize 760 1280 --overwrite
     python tools/make_edges.py cityscapes --data-root DATA --from-dir dexined/ --invert
 
@@ -66,7 +66,7 @@ def get_args_parser(add_help=True):
     parser.add_argument("--data-root", default=None, help="folder holding one sub-folder per dataset")
     parser.add_argument("--root", default=None,
                         help="the dataset's own folder (default: DATA_ROOT/<its folder>)")
-    parser.add_argument("--split", nargs="+", default=None, help="splits to process (default: all there)")
+    parser.add_argument("--splits", nargs="+", default=None, help="splits to process (default: all there)")
     parser.add_argument("--resize", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="detect edges at this size (the training --resize), store at native size")
     parser.add_argument("--out-dir", default=None, help="edges folder (default: DATASET_ROOT/edges)")
@@ -195,12 +195,12 @@ def process_split(ds, args, external=None):
 def open_splits(name, entry, root, args):
     """The FileDatasets to process; splits that are not there are skipped unless asked for."""
     out = []
-    for split in args.split or entry.splits:
+    for split in args.splits or entry.splits:
         try:
             # No labels and no crop size: only records, images and edge_cache_path are used.
             out.append(open_split(entry, root, split, (1, 1), (), edges_dir=args.out_dir))
         except DataError as exc:
-            if args.split:
+            if args.splits:
                 raise
             print(f"  {split}: skipped, not there ({first_line(str(exc))})")
     if not out:
@@ -216,10 +216,10 @@ def run(args):
                         "each scene; there is nothing to write")
     if "edges" not in entry.labels:
         raise UserError(f"dataset {args.name!r} does not provide edge labels")
-    bad = [s for s in args.split or () if s not in entry.splits]
+    bad = [s for s in args.splits or () if s not in entry.splits]
     if bad:
         raise UserError(f"dataset {args.name!r} has no split {', '.join(bad)}; it has "
-                        f"{', '.join(entry.splits)} (--split)")
+                        f"{', '.join(entry.splits)} (--splits)")
     root = resolve_root(args.name, entry, args.data_root, args.root)
     external = index_external(args.from_dir) if args.from_dir else None
     total, failures = {"written": 0, "skipped": 0, "missing": 0, "failed": 0}, []
