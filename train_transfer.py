@@ -17,7 +17,7 @@ import torch
 
 from lib import engine
 from lib.args import add_common_args, new_parser, parse
-from lib.data import build_dataset, data_options, require_labels
+from lib.data import build_dataset, data_options, get_entry, require_labels
 from lib.evaluation import evaluate_model
 from lib.models import build_model, model_spec
 
@@ -171,7 +171,10 @@ def main(args):
     ckpt = load_stage1(args)
     args.output_dir = args.output_dir or os.path.join("runs", "train_transfer")
     train_name, train_role = (args.tgt, "--tgt") if args.oracle else (args.src, "--src")
-    require_labels(args.tgt, [args.task2], "--tgt")   # B's T2 labels score the result, never train
+    if args.oracle:
+        require_labels(args.tgt, [args.task2], "--tgt")  # the oracle is selected on B's val split
+    # B's T2 labels (when B has them) only score the result, once, at the end.
+    scored_on_b = args.task2 in get_entry(args.tgt).labels
     logger = engine.setup_run(args, SCRIPT)
     n1, _ = frozen(ckpt, "n1", args.device)
     n2, _ = frozen(ckpt, "n2", args.device)
@@ -220,7 +223,8 @@ def main(args):
     selection = (f"best on {train_name} val (iteration {best['iteration']})" if best["g"] is not None
                  else "last")
     atdt.eval()
-    rows = final_table(atdt, n2, val_loader(args.tgt, "--tgt", args, capped=False), args, amp)
+    rows = (final_table(atdt, n2, val_loader(args.tgt, "--tgt", args, capped=False), args, amp)
+            if scored_on_b else {})
     metrics = {"selection": selection, "task1": args.task1, "task2": args.task2,
                "src": args.src, "tgt": args.tgt, "stage1": args.stage1_path, "target": rows}
     if best["metrics"] is not None:
@@ -233,7 +237,11 @@ def main(args):
                                model_specs={"atdt": spec},
                                extra={"inference_model": "atdt", "selection": selection})
         engine.write_json(metrics, os.path.join(args.output_dir, "metrics.json"))
-        print_table(rows, args)
+        if rows:
+            print_table(rows, args)
+        else:
+            print(f"{args.tgt} has no {args.task2} labels: nothing to score on B; the model is "
+                  f"{os.path.join(args.output_dir, 'model.pth')}")
     engine.cleanup_distributed()
     return metrics
 

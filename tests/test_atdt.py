@@ -214,3 +214,16 @@ def test_stage1_under_two_process_gloo_ddp(tmp_path, free_port):
     ckpt = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
     assert ckpt["iteration"] == 2 and {"n1", "n2", "aux", "critic"} <= set(ckpt["models"])
     assert json.load(open(tmp_path / "metrics.json"))["iteration"] == 2
+
+
+def test_target_without_t2_labels_trains_g_and_scores_nothing(tmp_path, monkeypatch, capsys):
+    """B needs T1 labels only: without T2 labels stage 2 still trains G and saves the model."""
+    entry = DATASETS["proc-b"]
+    monkeypatch.setitem(DATASETS, "no-sem", DatasetEntry(entry.builder, ("depth", "edges"),
+                                                         num_classes=11))
+    stage1(tmp_path / "s1", "--tgt", "no-sem", "--aux", "none", iters=1)
+    metrics = stage2(tmp_path / "s1", tmp_path / "s2", iters=1)
+    assert metrics["target"] == {} and (tmp_path / "s2" / "model.pth").is_file()
+    assert "no-sem has no semantic labels" in capsys.readouterr().out
+    with pytest.raises(engine.UserError, match="'no-sem' \\(--tgt\\) has no semantic"):
+        stage2(tmp_path / "s1", tmp_path / "s2o", "--oracle", iters=1)
