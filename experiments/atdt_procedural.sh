@@ -6,7 +6,7 @@
 #
 #   bash experiments/atdt_procedural.sh             # two lanes (Dep->Sem, Sem->Dep) in parallel
 #   SEEDS="0" bash experiments/atdt_procedural.sh   # one seed
-#   python tools/summarize.py runs/atdt_proc/depsem --keys target.atdt.mIoU target.baseline.mIoU
+#   bash experiments/atdt_procedural.sh table       # the README tables from finished runs
 #
 # Every run uses the scripts' defaults (the main job's settings) but for the flags shown.
 # Finished runs (metrics.json present) are skipped, interrupted ones resume.
@@ -33,7 +33,37 @@ lane() {  # lane depsem|semdep: every seed and variant of one direction, in orde
         --output-dir "$RUNS/$dir/oracle_seed$seed" --resume auto
   done
 }
+table() {  # mean and sample std over seeds, as Markdown: one table per direction
+  python - "$RUNS" <<'PY'
+import glob, json, statistics, sys
+runs = sys.argv[1]
+rows = [("baseline (N2 on B)", "base", "baseline"), ("base AT/DT", "base", "atdt"),
+        ("+aux", "aux", "atdt"), ("+NDA", "nda", "atdt"), ("+aux +NDA", "full", "atdt"),
+        ("Transfer Oracle", "oracle", "transfer_oracle")]
+cols = {"depsem": ["mIoU", "acc"],
+        "semdep": ["abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3"]}
+for d, keys in cols.items():
+    print(f"\n{d}: " + " | ".join(keys) + " (mean +- std over seeds)\n")
+    print("| method | seeds | " + " | ".join(keys) + " |")
+    print("|---|---:|" + "---:|" * len(keys))
+    for label, variant, row in rows:
+        ms = [json.load(open(p))["target"][row]
+              for p in sorted(glob.glob(f"{runs}/{d}/{variant}_seed*/metrics.json"))]
+        if not ms:
+            continue
+        cells = []
+        for k in keys:
+            v = [m[k] for m in ms]
+            sd = statistics.stdev(v) if len(v) > 1 else float("nan")
+            cells.append(f"{statistics.mean(v):.2f} ± {sd:.2f}" if k in ("mIoU", "acc", "a1", "a2", "a3")
+                         else f"{statistics.mean(v):.3f} ± {sd:.3f}")
+        print(f"| {label} | {len(ms)} | " + " | ".join(cells) + " |")
+PY
+}
+
+if [ "${1:-}" = table ]; then table; exit; fi
 mkdir -p "$RUNS"
 lane depsem > "$RUNS/depsem.log" 2>&1 &
 lane semdep > "$RUNS/semdep.log" 2>&1 &
 wait
+table
