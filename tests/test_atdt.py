@@ -227,3 +227,36 @@ def test_target_without_t2_labels_trains_g_and_scores_nothing(tmp_path, monkeypa
     assert "no-sem has no semantic labels" in capsys.readouterr().out
     with pytest.raises(engine.UserError, match="'no-sem' \\(--tgt\\) has no semantic"):
         stage2(tmp_path / "s1", tmp_path / "s2o", "--oracle", iters=1)
+
+
+def test_real_layouts_carla_to_cityscapes(tmp_path):
+    """The experiments/atdt.sh path on tiny official-layout trees: CARLA -> Cityscapes, 11
+    classes, depth at CARLA's focal length, then evaluate.py on the selected model."""
+    import numpy as np
+    from test_data_driving import H, W, carla_tree, cityscapes_tree, write_rgb
+    frames = ("aachen/aachen_000000_000019", "bremen/bremen_000000_000019")
+    for split in ("train", "val"):
+        carla_tree(tmp_path, split, n=2)
+        # disparity p = 6401: d = 25 px, depth = 0.25 m x 2000 px / 25 px = 20 m
+        cityscapes_tree(tmp_path, split, frames=frames, disparity=np.full((H, W), 6401))
+        for i, stem in enumerate(frames):   # other pixels than CARLA's images
+            write_rgb(tmp_path / "cityscapes" / "leftImg8bit" / split / f"{stem}_leftImg8bit.png", seed=10 + i)
+    # 8x12 files resized to 32x48 (then cropped to 32x48) so E1's features are 2x3.
+    data = ["--src", "carla", "--tgt", "cityscapes", "--data-root", str(tmp_path), "--classes", "11",
+            "--focal-ref", "859.238", "--resize", "32", "48", "--size", "32", "48", "--batch-size", "2"]
+    args = train_tasks.get_args_parser().parse_args(
+        data + ["--iters", "1", "--workers", "0", "--device", "cpu", "--decoder-width", "16",
+                "--output-dir", str(tmp_path / "s1")])
+    s1 = train_tasks.main(args)
+    assert s1["n1"]["target"]["abs_rel"] > 0    # scored in metres against the 20 m labels
+    # B's depth, at CARLA's focal (20 m x 859.238 / 2000 = 8.6 m < 100 m), supervises E1.
+    step = [json.loads(line) for line in open(tmp_path / "s1" / "log.jsonl")][0]
+    assert step["t1_b"] > 0 and step["nda"] > 0
+    metrics = stage2(tmp_path / "s1", tmp_path / "s2", iters=1)
+    assert metrics["src"] == "carla" and metrics["tgt"] == "cityscapes"
+    assert set(metrics["target"]) == {"atdt", "baseline"}
+    assert len(metrics["target"]["atdt"]["per_class"]) == 11
+    ev = evaluate.main(evaluate.get_args_parser().parse_args(
+        ["--checkpoint", str(tmp_path / "s2" / "model.pth"), "--data-root", str(tmp_path),
+         "--device", "cpu", "--output-dir", str(tmp_path / "ev")]))
+    assert ev["dataset"] == "cityscapes" and ev["mIoU"] == pytest.approx(metrics["target"]["atdt"]["mIoU"])
