@@ -67,7 +67,8 @@ def get_args_parser(add_help=True):
 
 
 class Stage1Net(nn.Module):
-    """N1, N2 and the auxiliary decoder(s) in one module, so DDP sees one forward."""
+    """N1 = D1(E1), N2 = D2(E2) (Sec. 3.1) and D_aux (Sec. 3.4) in one module, so DDP sees one
+    forward; AT/DT's architecture (Sec. 4): dilated ResNet encoders, upsampling decoders."""
 
     def __init__(self, spec1, spec2, aux_out, scheme, width):
         super().__init__()
@@ -141,7 +142,7 @@ def stage1_losses(out, a, b, args, critic):
 
 
 def phase_of(iteration, args):
-    """simultaneous: N1 and N2 every step; separate schemes: N1 for --iters, then N2."""
+    """Table 6: simultaneous trains N1, N2 every step; separate schemes N1 for --iters, then N2."""
     if args.scheme == "simultaneous":
         return "both"
     return "n1" if iteration < args.iters else "n2"
@@ -182,6 +183,8 @@ def build(args, nc):
 
 
 def train_step(net, critic, a, b, optims, amp, args, it):
+    """One step of eq. 4 (all terms, one backward), then, for Table 7's adversarial variant,
+    the critic's own step on detached E1 features; every optimizer steps once at the end."""
     phase = phase_of(it, args)
     for opt in optims.values():
         opt.zero_grad(set_to_none=True)

@@ -87,7 +87,7 @@ def frozen(ckpt, name, device):
 def build_atdt(ckpt, n1, n2, args):
     """The inference model D2(G(E1(.))) with E1 and D2 copied from stage 1; only G trains."""
     c1, c2 = n1.backbone.channels["layer4"], n2.backbone.channels["layer4"]
-    spec = model_spec("atdt", n1=n1_kwargs(ckpt, "n1"), n2=n1_kwargs(ckpt, "n2"),
+    spec = model_spec("atdt", n1=spec_kwargs(ckpt, "n1"), n2=spec_kwargs(ckpt, "n2"),
                       transfer={"in_channels": c1, "out_channels": c2,
                                 "width": args.transfer_width, "layers": args.transfer_layers,
                                 "final_relu": args.transfer_final_relu})
@@ -99,7 +99,8 @@ def build_atdt(ckpt, n1, n2, args):
     return atdt.to(args.device), spec
 
 
-def n1_kwargs(ckpt, name):
+def spec_kwargs(ckpt, name):
+    """EncDecNet kwargs of stage-1 network `name`, with the weights to come from the checkpoint."""
     kwargs = dict(ckpt["model_specs"][name]["kwargs"])
     kwargs["pretrained"] = "none"
     return kwargs
@@ -160,6 +161,7 @@ def final_table(atdt, n2, val_b, args, amp):
 
 
 def print_table(rows, args):
+    """Tables 1-2's columns: mIoU and Acc (Dep->Sem) or the seven depth metrics (Sem->Dep)."""
     keys = SEMANTIC_KEYS if args.task2 == "semantic" else DEPTH_KEYS
     print(f"{args.src} -> {args.tgt}, {args.task1} -> {args.task2}, {args.tgt} val:")
     print(f"  {'method':<16}" + "".join(f"{k:>10}" for k in keys))
