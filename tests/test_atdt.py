@@ -260,3 +260,16 @@ def test_real_layouts_carla_to_cityscapes(tmp_path):
         ["--checkpoint", str(tmp_path / "s2" / "model.pth"), "--data-root", str(tmp_path),
          "--device", "cpu", "--output-dir", str(tmp_path / "ev")]))
     assert ev["dataset"] == "cityscapes" and ev["mIoU"] == pytest.approx(metrics["target"]["atdt"]["mIoU"])
+
+
+def test_bench_times_both_stages(tmp_path):
+    """tools/bench.py --only atdt1 atdt2 runs the scripts' own train_step functions."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    import bench
+    res = bench.main(bench.get_args_parser().parse_args(
+        ["--only", "atdt1", "atdt2", "--size", "32", "64", "--batch-size", "2", "--workers", "0",
+         "--steps", "1", "--warmup", "0", "--device", "cpu"]))
+    for part in ("atdt1", "atdt2"):
+        assert res[part]["step_ms"] > 0
+        assert res[part]["images_per_s"] == pytest.approx(2 / (res[part]["step_ms"] / 1000))
