@@ -4,6 +4,7 @@ domain A with E1, E2, D2 frozen, then solve T2 on domain B as D2(G(E1(x_B))).
     python train_transfer.py                                  # continues runs/train_tasks
     python train_transfer.py --stage1 runs/depsem --output-dir runs/depsem_transfer
     python train_transfer.py --stage1 runs/depsem --oracle    # Transfer Oracle: G trained on B
+                                                              # with B's T2 labels
 
 Model selection uses domain A's validation split only (Sec. 4, protocol); domain B is scored
 once, at the end: the AT/DT model, the baseline (N2 on B) and, with --oracle-checkpoint, the
@@ -20,6 +21,8 @@ from lib.args import add_common_args, new_parser, parse
 from lib.data import build_dataset, data_options, get_entry, require_labels
 from lib.evaluation import evaluate_model
 from lib.models import build_model, model_spec
+from lib.models.encdec import decode
+from train_tasks import task_loss
 
 SCRIPT = "train_transfer.py"
 STAGE1 = "train_tasks.py"
@@ -34,7 +37,8 @@ def get_args_parser(add_help=True):
     g.add_argument("--stage1", default=os.path.join("runs", "train_tasks"),
                    help="run folder (or checkpoint.pth) of train_tasks.py (default: %(default)s)")
     g.add_argument("--oracle", action="store_true",
-                   help="train G on domain B instead of A: the Transfer Oracle (Tables 1-2)")
+                   help="the Transfer Oracle (Tables 1-2): G trained on domain B with its T2 labels, "
+                        "through the frozen D2")
     g.add_argument("--oracle-checkpoint", default=None,
                    help="checkpoint of N2 trained on B (e.g. tools/train_supervised.py --src B): "
                         "adds the Oracle row")
@@ -68,7 +72,7 @@ def load_stage1(args):
     for key in ("src", "tgt", "size", "classes", "data_root", "resize", "focal_ref", "proc_length"):
         if getattr(args, key, None) is None:
             setattr(args, key, s1.get(key))
-    for key in ("task1", "task2", "min_depth", "max_depth"):
+    for key in ("task1", "task2", "min_depth", "max_depth", "depth_norm"):
         setattr(args, key, s1[key])
     args.backbone = s1["backbone"]
     args.stage1_path = path
@@ -149,6 +153,24 @@ def train_step(atdt, g, n2, batch, optimizer, amp, it):
     return values
 
 
+def oracle_step(atdt, g, batch, optimizer, amp, it, args):
+    """Transfer Oracle (Tables 1-2, Sec. 5.1): G trained on B "in a supervised fashion", i.e.
+    with T2's own loss on D2(G(E1(x_B))) against B's T2 labels, D2 and E1 frozen. (Matching
+    E2's features on B instead would only reproduce N2 on B, the baseline, not the upper
+    bound the paper reports above AT/DT.)"""
+    x = batch["image"]
+    with torch.no_grad(), amp.autocast():
+        f1 = atdt.encoder(x)["layer4"]
+    with amp.autocast():
+        pred = decode(atdt.decoders, g(f1), x.shape[-2:], atdt.depth_scale)[args.task2]
+    loss = task_loss(args.task2, pred.float(), batch, args)
+    values = engine.check_finite({"oracle_" + args.task2: loss}, it, batch["name"])
+    optimizer.zero_grad(set_to_none=True)
+    amp.backward(loss)
+    amp.step([optimizer])
+    return values
+
+
 def final_table(atdt, n2, val_b, args, amp):
     """Domain B, scored once: AT/DT (or the Transfer Oracle), the baseline and the oracle."""
     name = "transfer_oracle" if args.oracle else "atdt"
@@ -183,7 +205,7 @@ def main(args):
     atdt, spec = build_atdt(ckpt, n1, n2, args)
     del n1  # its encoder lives on inside atdt
     data = build_dataset(train_name, "train", args.size, args.data_root, args.seed, args.proc_length,
-                         labels=[], role=train_role, train=True,
+                         labels=[args.task2] if args.oracle else [], role=train_role, train=True,
                          **data_options(args, train_role.strip("-")))
     loader = engine.InfiniteLoader(data, args.batch_size, args, domain=int(args.oracle))
     g = engine.prepare_model(atdt.transfer, args)
@@ -205,7 +227,8 @@ def main(args):
     set_train_mode(atdt)
     for it in range(start, engine.stop_iteration(args)):
         batch = engine.to_device(next(loader), args.device, args.channels_last)
-        values = train_step(atdt, g, n2, batch, optimizer, amp, it)
+        values = (oracle_step(atdt, g, batch, optimizer, amp, it, args) if args.oracle
+                  else train_step(atdt, g, n2, batch, optimizer, amp, it))
         scheduler.step()
         logger.step(it + 1, values, lr=scheduler.get_last_lr()[0])
         if args.eval_every and ((it + 1) % args.eval_every == 0 or it + 1 == args.iters):

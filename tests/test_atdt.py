@@ -94,6 +94,9 @@ def test_transfer_oracle_trains_on_b(depsem, tmp_path, monkeypatch):
     monkeypatch.setattr(train_transfer.engine, "InfiniteLoader", spy)
     metrics = stage2(out / "s1", tmp_path / "oracle", "--oracle", iters=2)
     assert seen == ["b"] and "transfer_oracle" in metrics["target"]
+    # G is supervised by B's semantic labels through D2, not by E2's features.
+    logged = [json.loads(line) for line in open(tmp_path / "oracle" / "log.jsonl")]
+    assert "oracle_semantic" in logged[0] and "transfer" not in logged[0]
 
 
 def test_e2_never_sees_domain_b(tmp_path, monkeypatch):
