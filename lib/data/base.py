@@ -98,7 +98,8 @@ def read_edges(path):
     """A cached or external edge map (8- or 16-bit grey PNG) as float32 in [0, 1]."""
     img = _open(path)
     scale = 65535.0 if img.mode.startswith("I") else 255.0
-    return np.asarray(img.convert("L") if img.mode in ("RGB", "RGBA", "P") else img).astype(np.float32) / scale
+    grey = img.convert("L") if img.mode in ("RGB", "RGBA", "P") else img
+    return np.asarray(grey).astype(np.float32) / scale
 
 
 def read_npy(path):
@@ -176,7 +177,8 @@ class FileDataset(torch.utils.data.Dataset):
 
     # -- what subclasses provide ------------------------------------------------
     def index(self, split):
-        raise NotImplementedError
+        """Records of `split`: dicts of file paths per label plus a stable "name"."""
+        raise NotImplementedError(f"{type(self).__name__} must define index(split)")
 
     def load_image(self, rec):
         return read_rgb(rec["image"])
@@ -184,12 +186,15 @@ class FileDataset(torch.utils.data.Dataset):
     known_ids = None      # raw label ids the format defines; check_dataset counts the others
 
     def label_ids(self, rec):
-        """Raw label ids as stored in the file (HxW integers)."""
-        raise DataError(f"dataset {self.key!r} has no semantic labels")
+        """Raw label ids as stored in the file (HxW integers): by default the one channel (or
+        palette index) of the 8/16-bit PNG rec["semantic"]; formats that differ override it."""
+        if "semantic" not in rec:
+            raise DataError(f"dataset {self.key!r} has no semantic labels")
+        return read_gray(rec["semantic"])
 
     def label_lut(self):
         """Lookup table raw id -> class index of self.classes (255 = ignore)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} has semantic labels but no label_lut()")
 
     def load_semantic(self, rec):
         """Class indices of self.classes; ids outside the table are ignored (255)."""

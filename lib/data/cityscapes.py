@@ -117,8 +117,6 @@ class Cityscapes(FileDataset):
                                                          stem + "_camera.json"), "camera")
         return rec
 
-    def label_ids(self, rec):
-        return read_gray(rec["semantic"])
 
     def label_lut(self):
         return CITYSCAPES_TO[self.classes]

@@ -31,7 +31,6 @@ from lib.data.base import (
     DataError,
     FileDataset,
     list_files,
-    read_gray,
     read_npy,
     read_png16,
     read_rgb,
@@ -150,8 +149,6 @@ class Folder(FileDataset):
             rec[label] = found[stem]
         return rec
 
-    def label_ids(self, rec):
-        return read_gray(rec["semantic"])
 
     def label_lut(self):
         """Identity on 0..K-1; ignore_index and every other value -> 255."""

@@ -18,7 +18,7 @@ the pair from the split list, or resize the label with nearest-neighbour interpo
 import os
 
 from lib.data import register
-from lib.data.base import DataError, FileDataset, list_files, read_gray, read_list
+from lib.data.base import DataError, FileDataset, list_files, read_list
 from lib.data.labels import CITYSCAPES_TO
 
 LAYOUT = """\
@@ -70,8 +70,6 @@ class GTA5(FileDataset):
                                 f"expected layout:\n{LAYOUT}")
         return rec
 
-    def label_ids(self, rec):
-        return read_gray(rec["semantic"])
 
     def label_lut(self):
         return CITYSCAPES_TO[self.classes]

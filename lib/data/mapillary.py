@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from lib.data import register
-from lib.data.base import IGNORE, DataError, FileDataset, list_files, read_gray
+from lib.data.base import IGNORE, DataError, FileDataset, list_files
 
 LAYOUT = """\
 mapillary/
@@ -130,8 +130,6 @@ class Mapillary(FileDataset):
                                 f"expected layout:\n{LAYOUT}")
         return rec
 
-    def label_ids(self, rec):
-        return read_gray(rec["semantic"])   # palette PNG: the pixel value is the class index
 
     def label_lut(self):
         return vistas_lut()

@@ -30,7 +30,6 @@ from lib.data.base import (
     DataError,
     FileDataset,
     list_files,
-    read_gray,
     read_png16,
     read_rgb,
 )
@@ -150,8 +149,6 @@ class NYUv2(FileDataset):
             rec["semantic" if kind == "label40" else kind] = path
         return rec
 
-    def label_ids(self, rec):
-        return read_gray(rec["semantic"])
 
     def label_lut(self):
         return nyu_lut(self.classes)

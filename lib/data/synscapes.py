@@ -26,7 +26,7 @@ import zlib
 import numpy as np
 
 from lib.data import register
-from lib.data.base import DataError, FileDataset, list_files, read_gray, read_npy
+from lib.data.base import DataError, FileDataset, list_files, read_npy
 from lib.data.labels import CITYSCAPES_TO
 
 LAYOUT = """\
@@ -179,8 +179,6 @@ class Synscapes(FileDataset):
             rec[lab] = found[0]
         return rec
 
-    def label_ids(self, rec):
-        return read_gray(rec["semantic"])
 
     def label_lut(self):
         return CITYSCAPES_TO[self.classes]
