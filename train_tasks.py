@@ -179,7 +179,7 @@ def build(args, nc):
     if args.e1_align == "adv":
         critic = FeatureCritic(net.n1.backbone.channels["layer4"])
         optims["critic"] = torch.optim.Adam(critic.parameters(), lr=args.critic_lr, betas=(0.9, 0.99))
-    return specs, net, critic, optims, nc
+    return specs, net, critic, optims
 
 
 def train_step(net, critic, a, b, optims, amp, args, it):
@@ -238,7 +238,7 @@ def main(args):
                "b": engine.InfiniteLoader(data_b, args.batch_size, args, domain=1)}
     # Class count of domain A's labels (a folder dataset reads it from its dataset.json).
     nc = getattr(data_a, "classes", None) or args.classes or get_entry(args.src).num_classes
-    specs, net, critic, optims, nc = build(args, nc)
+    specs, net, critic, optims = build(args, nc)
     net = engine.prepare_model(net, args, find_unused=args.scheme != "simultaneous")
     if critic is not None:
         critic = engine.prepare_model(critic, args)

@@ -156,7 +156,7 @@ def bench_atdt1(dataset_a, dataset_b, args):
     """train_tasks.train_step (Dep->Sem, aux edges, NDA): E1 on A+B, E2 on A, D_aux, one update."""
     import train_tasks
     ns = _method_args(train_tasks.get_args_parser(), args)
-    specs, net, critic, optims, _ = train_tasks.build(ns, 11)
+    specs, net, critic, optims = train_tasks.build(ns, 11)
     net = net.to(args.device).train()
     if args.channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -170,7 +170,6 @@ def bench_atdt2(dataset_a, args):
     import train_transfer
     from lib.models import AtdtNet, EncDecNet
     ns = _method_args(train_transfer.get_args_parser(), args)
-    n1 = EncDecNet(args.backbone, tasks={"depth": 1}).to(args.device).requires_grad_(False).eval()
     n2 = EncDecNet(args.backbone, tasks={"semantic": 11}).to(args.device).requires_grad_(False).eval()
     ch = n2.backbone.channels["layer4"]
     atdt = AtdtNet({"backbone": args.backbone, "tasks": {"depth": 1}},

@@ -40,7 +40,7 @@ def _procedural(domain):
         size = tuple(resize or size)   # rendered at the training size: nothing to crop
         data = ProceduralScenes(domain=domain, split=split, size=size, seed=seed,
                                 length=length, labels=tuple(labels))
-        if focal_ref or any(augment.get(k) for k in ("flip", "photometric")) and augment.get("train"):
+        if focal_ref or (augment.get("train") and (augment.get("flip") or augment.get("photometric"))):
             from lib.data.procedural import camera
             focal = camera(domain, size).focal
             return _Augmented(data, focal_ref / focal if focal_ref else None, **augment)
