@@ -7,12 +7,18 @@
 #   bash experiments/atdt_procedural.sh             # two lanes (Dep->Sem, Sem->Dep) in parallel
 #   SEEDS="0" bash experiments/atdt_procedural.sh   # one seed
 #   bash experiments/atdt_procedural.sh table       # the README tables from finished runs
+#   # the longer stage 1 of the README's second Dep->Sem table (base and +aux +NDA only):
+#   RUNS=runs/atdt_proc1000 STAGE1_FLAGS="--iters 1000 --save-every 1000" VARIANTS="base full" \
+#       LANES=depsem bash experiments/atdt_procedural.sh
 #
 # Every run uses the scripts' defaults (the main job's settings) but for the flags shown.
 # Finished runs (metrics.json present) are skipped, interrupted ones resume.
 set -euo pipefail
 RUNS=${RUNS:-runs/atdt_proc}
 SEEDS=${SEEDS:-0 1 2}
+VARIANTS=${VARIANTS:-base aux nda full}   # the stage-1 variants to run (the oracle always runs)
+STAGE1_FLAGS=${STAGE1_FLAGS:-}           # extra train_tasks.py flags for every stage-1 run
+LANES=${LANES:-depsem semdep}            # directions to run, one lane each
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # one thread per lane: two lanes fill 2 cores
 declare -A VARIANT=([base]="--aux none --e1-align none" [aux]="--aux edge --e1-align none"
                     [nda]="--aux none --e1-align nda" [full]="--aux edge --e1-align nda")
@@ -21,13 +27,14 @@ lane() {  # lane depsem|semdep: every seed and variant of one direction, in orde
   local dir=$1 tasks
   if [ "$dir" = depsem ]; then tasks="--task1 depth --task2 semantic"; else tasks="--task1 semantic --task2 depth"; fi
   for seed in $SEEDS; do
-    for v in base aux nda full; do
+    for v in $VARIANTS; do
       local s1=$RUNS/$dir/stage1/${v}_seed$seed
-      [ -f "$s1/metrics.json" ] || python train_tasks.py $tasks ${VARIANT[$v]} --seed "$seed" \
-          --output-dir "$s1" --resume auto
+      [ -f "$s1/metrics.json" ] || python train_tasks.py $tasks ${VARIANT[$v]} $STAGE1_FLAGS \
+          --seed "$seed" --output-dir "$s1" --resume auto
       [ -f "$RUNS/$dir/${v}_seed$seed/metrics.json" ] || python train_transfer.py --stage1 "$s1" \
           --seed "$seed" --output-dir "$RUNS/$dir/${v}_seed$seed" --resume auto
     done
+    [[ " $VARIANTS " == *" full "* ]] || continue   # the oracle builds on the +aux +NDA stage 1
     [ -f "$RUNS/$dir/oracle_seed$seed/metrics.json" ] || python train_transfer.py --oracle \
         --stage1 "$RUNS/$dir/stage1/full_seed$seed" --seed "$seed" \
         --output-dir "$RUNS/$dir/oracle_seed$seed" --resume auto
@@ -63,7 +70,6 @@ PY
 
 if [ "${1:-}" = table ]; then table; exit; fi
 mkdir -p "$RUNS"
-lane depsem > "$RUNS/depsem.log" 2>&1 &
-lane semdep > "$RUNS/semdep.log" 2>&1 &
+for dir in $LANES; do lane "$dir" > "$RUNS/$dir-seeds${SEEDS// /}.log" 2>&1 & done
 wait
 table
