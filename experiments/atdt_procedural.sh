@@ -16,7 +16,7 @@
 set -euo pipefail
 RUNS=${RUNS:-runs/atdt_proc}
 SEEDS=${SEEDS:-0 1 2}
-VARIANTS=${VARIANTS:-base aux nda full}   # the stage-1 variants to run (the oracle always runs)
+VARIANTS=${VARIANTS:-base aux nda full}   # the stage-1 variants to run (the oracle runs with full)
 STAGE1_FLAGS=${STAGE1_FLAGS:-}           # extra train_tasks.py flags for every stage-1 run
 LANES=${LANES:-depsem semdep}            # directions to run, one lane each
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # one thread per lane: two lanes fill 2 cores
@@ -50,6 +50,8 @@ rows = [("baseline (N2 on B)", "base", "baseline"), ("base AT/DT", "base", "atdt
 cols = {"depsem": ["mIoU", "acc"],
         "semdep": ["abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3"]}
 for d, keys in cols.items():
+    if not glob.glob(f"{runs}/{d}/*_seed*/metrics.json"):
+        continue  # a direction that was not run (LANES)
     print(f"\n{d}: " + " | ".join(keys) + " (mean +- std over seeds)\n")
     print("| method | seeds | " + " | ".join(keys) + " |")
     print("|---|---:|" + "---:|" * len(keys))
