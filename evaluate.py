@@ -64,9 +64,9 @@ def get_args_parser(add_help=True):
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def load_inference_model(path, name=None):
+def load_inference_model(path, name=None, flag="--checkpoint"):
     """Rebuild the checkpoint's inference model from its stored spec and weights (strict)."""
-    ckpt = engine.load_checkpoint(path, flag="--checkpoint")
+    ckpt = engine.load_checkpoint(path, flag=flag)
     specs = ckpt.get("model_specs") or {}
     name = name or ckpt.get("extra", {}).get("inference_model") or (
         next(iter(specs)) if len(specs) == 1 else None)
@@ -79,6 +79,10 @@ def load_inference_model(path, name=None):
         spec = {**spec, "kwargs": {**spec["kwargs"], "pretrained": "none"}}
     model = build_model(spec)
     model.load_state_dict(ckpt["models"][name], strict=True)
+    kwargs = spec.get("kwargs", {})
+    if "depth_focal" not in kwargs.get("n2", kwargs) and ckpt["args"].get("focal_ref"):
+        # Written before models stored their depth convention: it was the run's --focal-ref.
+        model.depth_focal = float(ckpt["args"]["focal_ref"])
     return model.eval(), ckpt  # eval before any forward: a train-mode pass would move BN statistics
 
 
@@ -113,6 +117,7 @@ class _Adapted(torch.nn.Module):
     def __init__(self, model, adapt):
         super().__init__()
         self.model, self.adapt = model, adapt
+        self.depth_focal = getattr(model, "depth_focal", None)   # the model's depth convention
 
     def forward(self, x):
         out = self.model(x)
@@ -244,6 +249,7 @@ def main(args):
         # Same dataset as the run: the same class map and depth frame unless told otherwise.
         args.classes = args.classes or ckpt["args"].get("classes")
         args.focal_ref = args.focal_ref or ckpt["args"].get("focal_ref")
+        args.resize = args.resize or ckpt["args"].get("resize")   # the resolution it was scored at
     wanted = [t for t in (args.task or TASKS) if t in entry.labels]
     dataset = build_dataset(name, args.split, size, args.data_root, length=args.proc_length,
                             labels=wanted, role="--dataset", root=args.src_root or args.tgt_root,

@@ -4,19 +4,22 @@ and N2 = D2(E2) for T2 on A only, with a shared auxiliary decoder and the NDA lo
     python train_tasks.py                                   # Dep->Sem on the procedural benchmark
     python train_tasks.py --task1 semantic --task2 depth    # Sem->Dep
     python train_tasks.py --aux none --e1-align none        # base AT/DT (Table 3, first row)
-    python train_tasks.py --src carla --tgt cityscapes --data-root DATA --backbone resnet50 \\
-        --pretrained imagenet --size 512 512 --batch-size 8 --iters 150000 --focal-ref 859.238
+    python train_tasks.py --src carla --tgt cityscapes --data-root DATA   # the paper's run
+    torchrun --nproc_per_node=4 train_tasks.py --src carla --tgt cityscapes --data-root DATA
 
-Then `python train_transfer.py` (stage 2) reads this run folder. --src is domain A (T1 and T2
-labels), --tgt is domain B (T1 labels only; its T2 labels, if any, are never read here).
+On real data the defaults are the paper's and the official code's (PRESETS below, `--preset`);
+on the procedural benchmark they are a small CPU run. Then `python train_transfer.py` (stage 2)
+reads this run folder. --src is domain A (T1 and T2 labels), --tgt is domain B (T1 labels
+only; its T2 labels, if any, are never read here).
 """
+import argparse
 import os
 
 import torch
 import torch.nn as nn
 
 from lib import engine, losses
-from lib.args import add_common_args, new_parser, parse
+from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
 from lib.data import build_dataset, data_options, get_entry, require_labels
 from lib.data.transforms import denormalize
 from lib.evaluation import evaluate_model
@@ -25,6 +28,34 @@ from lib.models.discriminators import FeatureCritic
 
 SCRIPT = "train_tasks.py"
 TASKS = ("semantic", "depth")
+ICCV = "official ICCV code"
+
+
+def _semantic_steps(task):
+    """scripts/all.sh trains the semantic net 25k steps and the depth net 150k; a --iters given
+    on the command line sets both networks' steps."""
+    return lambda args: (25000 if getattr(args, task) == "semantic" and "iters" not in args.explicit
+                         else None)
+
+
+# flag: (paper value, its source, cpu value). The cpu run is sized for 2 CPU cores (README,
+# "AT/DT"): at its 250 steps from scratch Adam needs 1e-3 to move the networks.
+PRESETS = {
+    "backbone": ("resnet50", "Sec. 4: dilated ResNet-50", "resnet18"),
+    "pretrained": ("none", f"{ICCV} trains from scratch (train_task.py)", "none"),
+    "output_stride": (16, "Sec. 4: 1/16", 16),
+    "classes": (11, "Sec. 4 / Table 1: 11 classes", None),
+    "size": ((512, 512), f"{ICCV}, scripts/all.sh: 512x512 crops", (64, 128)),
+    "batch_size": (8, "scripts/all.sh: --batch_size 8", 4),
+    "lr": (1e-4, "train_task.py: Adam 1e-4, poly 0.9", 1e-3),
+    "iters": (150000, "scripts/all.sh: depth net 150k steps", 250),
+    "n1_iters": (_semantic_steps("task1"), "scripts/all.sh: semantic net 25k steps", None),
+    "n2_iters": (_semantic_steps("task2"), "scripts/all.sh: semantic net 25k steps", None),
+    "decoder_width": (128, "core/models.py: decoder 128-64-32", 64),
+    "save_every": (5000, "train_task.py keeps a checkpoint every 5000 steps", 250),
+    "focal_at_eval": (True, "eval_task.py: metric depth, x f_B / f_A at evaluation", False),
+    "edges": ("cache", "Sec. 4: DexiNed edge maps, via tools/make_edges.py --from-dir", "compute"),
+}
 
 
 def get_args_parser(add_help=True):
@@ -57,13 +88,16 @@ def get_args_parser(add_help=True):
                         "(official code)")
     g.add_argument("--min-depth", type=float, default=1e-3, help="evaluation clip (m)")
     g.add_argument("--max-depth", type=float, default=100.0, help="evaluation clip (m)")
-    # The embedded run is sized for a CPU (README, "AT/DT"): ResNet-18 (add_common_args),
-    # 64x128, decoders of width 64, 250 steps. At that budget a from-scratch network needs
-    # Adam 1e-3; the ICCV code's 1e-4 (with ImageNet weights, 150k steps) is what
-    # experiments/atdt.sh passes. Poly 0.9 and the photometric augmentation are the code's.
-    parser.set_defaults(lr=1e-3, iters=250, batch_size=4, size=[64, 128], decoder_width=64,
-                        save_every=250, output_dir=None, photometric=True)
-    return parser
+    g.add_argument("--n1-iters", type=int, default=None,
+                   help="steps that train N1 (default: --iters); see --scheme")
+    g.add_argument("--n2-iters", type=int, default=None,
+                   help="steps that train N2 (default: --iters); in the simultaneous scheme the "
+                        "shorter network stops early and the run lasts the longer one")
+    g.add_argument("--focal-at-eval", action=argparse.BooleanOptionalAction, default=False,
+                   help="learn metric depth and convert predictions by f_eval / f_A when scoring "
+                        "(the official convention); --focal-ref rescales the labels instead")
+    parser.set_defaults(photometric=True, output_dir=None)   # official core/input.py, p = 0.5
+    return set_presets(parser, PRESETS)
 
 
 class Stage1Net(nn.Module):
@@ -141,11 +175,26 @@ def stage1_losses(out, a, b, args, critic):
     return terms
 
 
+def net_iters(args):
+    """Steps of N1 and N2: --n1-iters / --n2-iters, each --iters when not given."""
+    return args.n1_iters or args.iters, args.n2_iters or args.iters
+
+
+def total_iters(args):
+    """Length of the run: the longer network (simultaneous) or both in turn (separate)."""
+    n1, n2 = net_iters(args)
+    return max(n1, n2) if args.scheme == "simultaneous" else n1 + n2
+
+
 def phase_of(iteration, args):
-    """Table 6: simultaneous trains N1, N2 every step; separate schemes N1 for --iters, then N2."""
+    """Which networks train at this step ('both', 'n1' or 'n2'). Simultaneous (Table 6, the
+    journal's scheme): both from step 0, the shorter one stopping at its count (the official
+    schedule, 25k semantic steps against 150k depth steps, maps onto it this way); separate
+    schemes: N1 for its steps, then N2 for its own."""
+    n1, n2 = net_iters(args)
     if args.scheme == "simultaneous":
-        return "both"
-    return "n1" if iteration < args.iters else "n2"
+        return "both" if iteration < min(n1, n2) else ("n1" if n1 > n2 else "n2")
+    return "n1" if iteration < n1 else "n2"
 
 
 def check_args(args):
@@ -154,6 +203,15 @@ def check_args(args):
                                "between two different tasks (Dep->Sem or Sem->Dep)")
     if args.aux == "none" and args.scheme != "simultaneous":
         raise engine.UserError(f"--scheme {args.scheme} is about the auxiliary decoder: give --aux")
+    if args.focal_ref and args.focal_at_eval and "focal_at_eval" not in args.explicit:
+        args.focal_at_eval = False   # an explicit --focal-ref replaces the preset's convention
+    if args.focal_ref and args.focal_at_eval:
+        raise engine.UserError("--focal-ref (labels rescaled for training) and --focal-at-eval "
+                               "(metric labels, predictions converted when scored) exclude each "
+                               "other: give --no-focal-at-eval with --focal-ref")
+    for flag in ("n1_iters", "n2_iters"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            raise engine.UserError(f"--{flag.replace('_', '-')} must be positive")
     require_labels(args.src, [args.task1, args.task2], "--src")
     require_labels(args.tgt, [args.task1], "--tgt")
     if args.aux == "edge":
@@ -166,7 +224,8 @@ def build(args, nc):
     channels = {"semantic": nc, "depth": 1}
     specs = {k: model_spec("encdec", backbone=args.backbone, output_stride=args.output_stride,
                            pretrained=args.pretrained, tasks={t: channels[t]},
-                           decoder_width=args.decoder_width, depth_scale=args.depth_norm)
+                           decoder_width=args.decoder_width, depth_scale=args.depth_norm,
+                           depth_focal=getattr(args, "depth_focal", None))
              for k, t in (("n1", args.task1), ("n2", args.task2))}
     aux_out = {"edge": 1, "autoencoder": 3, "none": 0}[args.aux]
     net = Stage1Net(specs["n1"], specs["n2"], aux_out, args.scheme, args.decoder_width)
@@ -223,7 +282,22 @@ def evaluate_stage1(net, args, amp, nc):
             "n2": {"source": score(m.n2, args.src, args.task2)}}
 
 
+def depth_convention(args, data_a):
+    """The focal length the depth networks' outputs refer to (stored with them): --focal-ref,
+    or A's own focal with --focal-at-eval (official: f_B / f_A at evaluation), else metres."""
+    if args.focal_ref:
+        return args.focal_ref
+    if args.focal_at_eval:
+        focal = data_a[0].get("focal")
+        if focal is None:
+            raise engine.UserError(f"--focal-at-eval needs the focal length of --src {args.src}, "
+                                   "which it does not know; give --no-focal-at-eval")
+        return float(focal)
+    return None
+
+
 def main(args):
+    apply_preset(args, PRESETS, [args.src, args.tgt])
     args.output_dir = args.output_dir or os.path.join("runs", "train_tasks")
     check_args(args)
     logger = engine.setup_run(args, SCRIPT)
@@ -238,11 +312,14 @@ def main(args):
                "b": engine.InfiniteLoader(data_b, args.batch_size, args, domain=1)}
     # Class count of domain A's labels (a folder dataset reads it from its dataset.json).
     nc = getattr(data_a, "classes", None) or args.classes or get_entry(args.src).num_classes
+    args.depth_focal = depth_convention(args, data_a)
     specs, net, critic, optims = build(args, nc)
-    net = engine.prepare_model(net, args, find_unused=args.scheme != "simultaneous")
+    steps = dict(zip(("n1", "n2"), net_iters(args)), critic=net_iters(args)[0])
+    net = engine.prepare_model(net, args, find_unused=args.scheme != "simultaneous"
+                               or steps["n1"] != steps["n2"])
     if critic is not None:
         critic = engine.prepare_model(critic, args)
-    scheds = {k: engine.poly_scheduler(o, args.iters, args.poly_power) for k, o in optims.items()}
+    scheds = {k: engine.poly_scheduler(o, steps[k], args.poly_power) for k, o in optims.items()}
     amp = engine.Amp(args.amp, args.device)
     m = engine.unwrap(net)
     models = {"n1": m.n1, "n2": m.n2}
@@ -250,7 +327,7 @@ def main(args):
     models.update({"aux2": m.aux2} if m.aux2 is not None and m.aux2 is not m.aux else {})
     models.update({"critic": critic} if critic is not None else {})
     state = dict(models=models, optimizers=optims, schedulers=scheds, amp=amp, loaders=loaders)
-    total = args.iters * (1 if args.scheme == "simultaneous" else 2)
+    total = total_iters(args)
     start = 0
     if path := engine.resume_path(args):
         start = engine.restore(engine.load_checkpoint(path, SCRIPT), **state)

@@ -3,12 +3,14 @@ domain A with E1, E2, D2 frozen, then solve T2 on domain B as D2(G(E1(x_B))).
 
     python train_transfer.py                                  # continues runs/train_tasks
     python train_transfer.py --stage1 runs/depsem --output-dir runs/depsem_transfer
-    python train_transfer.py --stage1 runs/depsem --oracle    # Transfer Oracle: G trained on B
-                                                              # with B's T2 labels
+    python train_transfer.py --stage1 runs/depsem --oracle-checkpoint runs/oracle/checkpoint.pth \
+        --transfer-oracle-checkpoint runs/toracle_transfer/model.pth   # all rows of Tables 1-2
 
-Model selection uses domain A's validation split only (Sec. 4, protocol); domain B is scored
-once, at the end: the AT/DT model, the baseline (N2 on B) and, with --oracle-checkpoint, the
-oracle N2 trained on B, in one table written to metrics.json.
+The Transfer Oracle of Tables 1-2 is this framework run with A = B = the target dataset
+(`train_tasks.py --src B --tgt B`, then this script); --transfer-oracle-checkpoint adds its
+row to this table. Model selection uses domain A's validation split only (Sec. 4, protocol);
+domain B is scored once, at the end: the AT/DT model, the baseline (N2 on B) and the rows
+given by checkpoint, in one table written to metrics.json.
 """
 import argparse
 import copy
@@ -17,15 +19,26 @@ import os
 import torch
 
 from lib import engine
-from lib.args import add_common_args, new_parser, parse
+from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
 from lib.data import build_dataset, data_options, get_entry, require_labels
 from lib.evaluation import evaluate_model
 from lib.models import build_model, model_spec
 from lib.models.encdec import decode
-from train_tasks import task_loss
+from train_tasks import task_loss, total_iters
 
 SCRIPT = "train_transfer.py"
 STAGE1 = "train_tasks.py"
+ICCV = "official ICCV code"
+# flag: (paper value, its source, cpu value). Data, model and task flags come from stage 1.
+# The cpu run is sized for 2 CPU cores: at 600 steps G only fits E2's features at lr 1e-3.
+PRESETS = {
+    "lr": (1e-5, f"{ICCV}, scripts/all.sh: Adam 1e-5, poly 0.9", 1e-3),
+    "batch_size": (1, "scripts/all.sh: --batch_size 1", 1),
+    "iters": (100000, "scripts/all.sh: --steps 100000", 600),
+    "eval_every": (5000, "ours, at the official snapshot cadence; selection on A's val (Sec. 4)", 300),
+    "save_every": (5000, "train_transfer.py keeps G every 5000 steps", 600),
+    "photometric": (True, "train_transfer.py: the stage-1 augmentation, p = 0.5", False),
+}
 SEMANTIC_KEYS = ("mIoU", "acc")
 DEPTH_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")   # Table 2
 
@@ -36,24 +49,24 @@ def get_args_parser(add_help=True):
     g = parser.add_argument_group("AT/DT stage 2")
     g.add_argument("--stage1", default=os.path.join("runs", "train_tasks"),
                    help="run folder (or checkpoint.pth) of train_tasks.py (default: %(default)s)")
-    g.add_argument("--oracle", action="store_true",
-                   help="the Transfer Oracle (Tables 1-2): G trained on domain B with its T2 labels, "
-                        "through the frozen D2")
+    g.add_argument("--supervised-g", action="store_true",
+                   help="not the paper's Transfer Oracle: G trained on domain B with B's T2 labels "
+                        "through stage 1's frozen E1 and D2 (how far G alone can go on B)")
     g.add_argument("--oracle-checkpoint", default=None,
                    help="checkpoint of N2 trained on B (e.g. tools/train_supervised.py --src B): "
                         "adds the Oracle row")
+    g.add_argument("--transfer-oracle-checkpoint", default=None,
+                   help="model.pth of this script on a stage 1 run with A = B = --tgt: adds the "
+                        "Transfer Oracle row (Tables 1-2)")
     g.add_argument("--transfer-layers", type=int, default=6, help="conv+BN pairs of G (Sec. 4)")
     g.add_argument("--transfer-final-relu", action=argparse.BooleanOptionalAction, default=True,
                    help="a ReLU after G's last conv+BN pair too, as E2's layer4 features are "
                         "post-ReLU (the paper names no activations; README)")
     g.add_argument("--transfer-width", type=int, default=None,
                    help="hidden channels of G (default: E2's feature channels)")
-    # Data and model flags default to the stage-1 run's values (None here). ICCV code: Adam,
-    # batch 1, poly 0.9, lr 1e-5 for 100k steps (experiments/atdt.sh); the CPU-sized run
-    # takes 600 steps, where G only fits E2's features at lr 1e-3 (README, "AT/DT").
-    parser.set_defaults(src=None, tgt=None, size=None, backbone=None, lr=1e-3, batch_size=1,
-                        iters=600, save_every=600, eval_every=300)
-    return parser
+    # Data and model flags default to the stage-1 run's values (None here).
+    parser.set_defaults(src=None, tgt=None, size=None, backbone=None)
+    return set_presets(parser, PRESETS)
 
 
 def load_stage1(args):
@@ -66,7 +79,7 @@ def load_stage1(args):
                                "or point --stage1 at its run folder")
     ckpt = engine.load_checkpoint(path, STAGE1, flag="--stage1")
     s1 = ckpt["args"]
-    if ckpt["iteration"] < s1["iters"] * (1 if s1["scheme"] == "simultaneous" else 2):
+    if ckpt["iteration"] < total_iters(argparse.Namespace(**{"n1_iters": None, "n2_iters": None, **s1})):
         raise engine.UserError(f"{path} stopped at iteration {ckpt['iteration']} (--stop-at): finish "
                                "stage 1 with `train_tasks.py --resume auto` first")
     for key in ("src", "tgt", "size", "classes", "data_root", "resize", "focal_ref", "proc_length"):
@@ -82,7 +95,7 @@ def load_stage1(args):
 def frozen(ckpt, name, device):
     """A stage-1 network in eval mode (BN statistics frozen) with no trainable parameters."""
     spec = copy.deepcopy(ckpt["model_specs"][name])
-    spec["kwargs"]["pretrained"] = "none"   # weights come from the checkpoint
+    spec["kwargs"] = spec_kwargs(ckpt, name)
     net = build_model(spec)
     net.load_state_dict(ckpt["models"][name], strict=True)
     return net.requires_grad_(False).eval().to(device), spec
@@ -107,6 +120,8 @@ def spec_kwargs(ckpt, name):
     """EncDecNet kwargs of stage-1 network `name`, with the weights to come from the checkpoint."""
     kwargs = dict(ckpt["model_specs"][name]["kwargs"])
     kwargs["pretrained"] = "none"
+    # Stage-1 runs from before models stored their depth convention: it was their --focal-ref.
+    kwargs.setdefault("depth_focal", ckpt["args"].get("focal_ref"))
     return kwargs
 
 
@@ -153,32 +168,37 @@ def train_step(atdt, g, n2, batch, optimizer, amp, it):
     return values
 
 
-def oracle_step(atdt, g, batch, optimizer, amp, it, args):
-    """Transfer Oracle (Tables 1-2, Sec. 5.1): G trained on B "in a supervised fashion", i.e.
-    with T2's own loss on D2(G(E1(x_B))) against B's T2 labels, D2 and E1 frozen. (Matching
-    E2's features on B instead would only reproduce N2 on B, the baseline, not the upper
-    bound the paper reports above AT/DT.)"""
+def supervised_g_step(atdt, g, batch, optimizer, amp, it, args):
+    """--supervised-g (ours, not the paper's Transfer Oracle): G trained on B with T2's own loss
+    on D2(G(E1(x_B))) against B's T2 labels, E1 and D2 frozen: how far G alone can go on B."""
     x = batch["image"]
     with torch.no_grad(), amp.autocast():
         f1 = atdt.encoder(x)["layer4"]
     with amp.autocast():
         pred = decode(atdt.decoders, g(f1), x.shape[-2:], atdt.depth_scale)[args.task2]
     loss = task_loss(args.task2, pred.float(), batch, args)
-    values = engine.check_finite({"oracle_" + args.task2: loss}, it, batch["name"])
+    values = engine.check_finite({"supervised_" + args.task2: loss}, it, batch["name"])
     optimizer.zero_grad(set_to_none=True)
     amp.backward(loss)
     amp.step([optimizer])
     return values
 
 
-def final_table(atdt, n2, val_b, args, amp):
-    """Domain B, scored once: AT/DT (or the Transfer Oracle), the baseline and the oracle."""
-    name = "transfer_oracle" if args.oracle else "atdt"
+def row_models(args):
+    """The Oracle and Transfer Oracle models given by checkpoint, loaded before any training
+    so a wrong path stops the run at once. Each keeps its own depth convention."""
+    from evaluate import load_inference_model
+    flags = {"oracle": args.oracle_checkpoint, "transfer_oracle": args.transfer_oracle_checkpoint}
+    return {row: load_inference_model(path, flag=f"--{row.replace('_', '-')}-checkpoint")[0]
+            for row, path in flags.items() if path}
+
+
+def final_table(atdt, n2, val_b, args, amp, extra_rows):
+    """Domain B, scored once: AT/DT (or --supervised-g), the baseline, the oracles given."""
+    name = "supervised_g" if args.supervised_g else "atdt"
     rows = {name: score(atdt, val_b, args, amp), "baseline": score(n2, val_b, args, amp)}
-    if args.oracle_checkpoint:
-        from evaluate import load_inference_model
-        oracle, _ = load_inference_model(args.oracle_checkpoint)
-        rows["oracle"] = score(oracle.to(args.device), val_b, args, amp)
+    for row, model in extra_rows.items():
+        rows[row] = score(model.to(args.device), val_b, args, amp)
     return rows
 
 
@@ -193,10 +213,13 @@ def print_table(rows, args):
 
 def main(args):
     ckpt = load_stage1(args)
+    apply_preset(args, PRESETS, [args.src, args.tgt])
     args.output_dir = args.output_dir or os.path.join("runs", "train_transfer")
-    train_name, train_role = (args.tgt, "--tgt") if args.oracle else (args.src, "--src")
-    if args.oracle:
-        require_labels(args.tgt, [args.task2], "--tgt")  # the oracle is selected on B's val split
+    sup = args.supervised_g
+    train_name, train_role = (args.tgt, "--tgt") if sup else (args.src, "--src")
+    if sup:
+        require_labels(args.tgt, [args.task2], "--tgt")  # trained and selected on B's labels
+    extra_rows = row_models(args)
     # B's T2 labels (when B has them) only score the result, once, at the end.
     scored_on_b = args.task2 in get_entry(args.tgt).labels
     logger = engine.setup_run(args, SCRIPT)
@@ -205,29 +228,28 @@ def main(args):
     atdt, spec = build_atdt(ckpt, n1, n2, args)
     del n1  # its encoder lives on inside atdt
     data = build_dataset(train_name, "train", args.size, args.data_root, args.seed, args.proc_length,
-                         labels=[args.task2] if args.oracle else [], role=train_role, train=True,
+                         labels=[args.task2] if sup else [], role=train_role, train=True,
                          **data_options(args, train_role.strip("-")))
-    loader = engine.InfiniteLoader(data, args.batch_size, args, domain=int(args.oracle))
+    loader = engine.InfiniteLoader(data, args.batch_size, args, domain=int(sup))
     g = engine.prepare_model(atdt.transfer, args)
     optimizer = torch.optim.Adam(atdt.transfer.parameters(), lr=args.lr)
     scheduler = engine.poly_scheduler(optimizer, args.iters, args.poly_power)
     amp = engine.Amp(args.amp, args.device)
     state = {"models": {"atdt": atdt}, "optimizers": {"g": optimizer},
              "schedulers": {"g": scheduler}, "amp": amp, "loaders": {"train": loader}}
-    start, best = 0, {"metrics": None, "iteration": None, "g": None}
+    start = 0
     if path := engine.resume_path(args):
-        resumed = engine.load_checkpoint(path, SCRIPT)
-        start = engine.restore(resumed, **state)
-        best = {**best, **resumed["extra"].get("best", {})}
-        best["g"] = resumed["models"].get("best_g")
-    # Selection split: A's validation set (B's for the Transfer Oracle, which trains on B).
+        start = engine.restore(engine.load_checkpoint(path, SCRIPT), **state)
+    best_path = os.path.join(args.output_dir, "best_g.pth")
+    best = load_best(best_path) if start else {"metrics": None, "iteration": None, "g": None}
+    # Selection split: A's validation set (B's for --supervised-g, which trains on B).
     val_sel = val_loader(train_name, train_role, args)
     ckpt_path = os.path.join(args.output_dir, "checkpoint.pth")
     logger.start(start)
     set_train_mode(atdt)
     for it in range(start, engine.stop_iteration(args)):
         batch = engine.to_device(next(loader), args.device, args.channels_last)
-        values = (oracle_step(atdt, g, batch, optimizer, amp, it, args) if args.oracle
+        values = (supervised_g_step(atdt, g, batch, optimizer, amp, it, args) if sup
                   else train_step(atdt, g, n2, batch, optimizer, amp, it))
         scheduler.step()
         logger.step(it + 1, values, lr=scheduler.get_last_lr()[0])
@@ -236,10 +258,11 @@ def main(args):
             set_train_mode(atdt)
             logger.write({"iter": it + 1, "selection_val": m})
             if better(m, best["metrics"], args.task2):
-                best = {"metrics": m, "iteration": it + 1,
-                        "g": {k: v.detach().clone() for k, v in atdt.transfer.state_dict().items()}}
+                best = save_best(best_path, it + 1, m, atdt.transfer)
         if engine.should_save(it + 1, args):
-            save(ckpt_path, it + 1, args, state, spec, best)
+            engine.save_checkpoint(ckpt_path, script=SCRIPT, iteration=it + 1, args=args,
+                                   model_specs={"atdt": spec}, extra={"inference_model": "atdt"},
+                                   **state)
     if engine.stop_iteration(args) < args.iters:
         engine.cleanup_distributed()
         return None  # --stop-at: continue with --resume auto
@@ -248,8 +271,8 @@ def main(args):
     selection = (f"best on {train_name} val (iteration {best['iteration']})" if best["g"] is not None
                  else "last")
     atdt.eval()
-    rows = (final_table(atdt, n2, val_loader(args.tgt, "--tgt", args, capped=False), args, amp)
-            if scored_on_b else {})
+    rows = (final_table(atdt, n2, val_loader(args.tgt, "--tgt", args, capped=False), args, amp,
+                        extra_rows) if scored_on_b else {})
     metrics = {"selection": selection, "task1": args.task1, "task2": args.task2,
                "src": args.src, "tgt": args.tgt, "stage1": args.stage1_path, "target": rows}
     if best["metrics"] is not None:
@@ -271,26 +294,22 @@ def main(args):
     return metrics
 
 
-def save(path, iteration, args, state, spec, best):
-    """The resumable checkpoint; the best-so-far G travels with it (model selection state)."""
-    models = dict(state["models"])
-    extra = {"inference_model": "atdt",
-             "best": {"metrics": best["metrics"], "iteration": best["iteration"]}}
-    if best["g"] is not None:
-        models["best_g"] = _StateHolder(best["g"])
-    engine.save_checkpoint(path, script=SCRIPT, iteration=iteration, args=args, models=models,
-                           model_specs={"atdt": spec}, extra=extra,
-                           **{k: v for k, v in state.items() if k != "models"})
+def save_best(path, iteration, metrics, g):
+    """The best G so far, in its own file: weights only (no optimizer state, no E1 / D2), written
+    when the selection score improves, so checkpoint.pth stays one G + Adam (README, AT/DT)."""
+    best = {"metrics": metrics, "iteration": iteration,
+            "g": {k: v.detach().to("cpu", copy=True) for k, v in g.state_dict().items()}}
+    if engine.is_main():
+        engine.atomic_save(best, path)
+    return best
 
 
-class _StateHolder:
-    """Lets a plain state dict ride in the checkpoint's models section."""
-
-    def __init__(self, state):
-        self.state = state
-
-    def state_dict(self):
-        return self.state
+def load_best(path):
+    """best_g.pth of a resumed run. If a crash fell between it and checkpoint.pth, the resumed
+    steps replay exactly (README, "Checkpoints") and reach the same G and score again."""
+    if not os.path.isfile(path):
+        return {"metrics": None, "iteration": None, "g": None}
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,19 @@
 Scripts call `add_common_args(parser)` and then change what differs with
 `parser.set_defaults(...)`, so `--src`, `--iters`, `--amp` ... mean the same thing everywhere
 and shell loops over scripts keep working.
+
+Presets (DESIGN.md, "Presets"): each script declares one table at its top,
+
+    PRESETS = {  # flag dest: (paper value, its source, cpu value)
+        "lr": (1e-4, "official code train_task.py", 1e-3), ...}
+
+and calls `apply_preset(args, PRESETS, datasets)` first thing in main(). `--preset paper`
+gives the paper's experiment, `--preset cpu` the embedded benchmark's small run, `--preset
+auto` (default) `cpu` when every dataset of the run is procedural and `paper` otherwise. A
+flag given on the command line always wins; the parser records which were given.
 """
 import argparse
+import sys
 
 
 def add_data_args(parser, src="proc-a", tgt="proc-b"):
@@ -32,6 +43,10 @@ def add_data_args(parser, src="proc-a", tgt="proc-b"):
                    help="random horizontal flips at training")
     g.add_argument("--photometric", action=argparse.BooleanOptionalAction, default=False,
                    help="AT/DT's random gamma / brightness / colour augmentation at training")
+    g.add_argument("--edges", default="compute", choices=["compute", "cache"],
+                   help="edge labels: compute missing ones with the built-in detector (a substitute), "
+                        "or require the cache tools/make_edges.py writes (e.g. from an external "
+                        "detector's maps with --from-dir) (default: %(default)s)")
     g.add_argument("--focal-ref", type=float, default=None, metavar="PIXELS",
                    help="express depth labels as seen by a camera of this focal length (AT/DT's "
                         "cross-dataset depth rescaling; scores are converted back to metres)")
@@ -40,6 +55,10 @@ def add_data_args(parser, src="proc-a", tgt="proc-b"):
 
 def add_common_args(parser):
     """Every flag the training scripts share; defaults are the CPU-friendly embedded run."""
+    parser.add_argument("--preset", default="auto", choices=["auto", "paper", "cpu"],
+                        help="default values: the paper's experiment, the embedded CPU run, or "
+                             "auto = cpu when every dataset is procedural (proc-*), else paper. "
+                             "Flags given explicitly always win (default: %(default)s)")
     add_data_args(parser)
     g = parser.add_argument_group("model")
     g.add_argument("--backbone", default="resnet18",
@@ -92,6 +111,97 @@ def parse(parser, argv=None):
 
 
 def new_parser(description, add_help=True):
-    """A parser with the script's docstring and the defaults shown in --help."""
-    return argparse.ArgumentParser(description=description, add_help=add_help,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    """A parser with the script's docstring that records which flags were given explicitly."""
+    return PresetParser(description=description, add_help=add_help,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+class PresetParser(argparse.ArgumentParser):
+    """An ArgumentParser whose namespaces carry `explicit`: the dests given on the command line,
+    so a preset never overrides what the user typed (equal to a default or not)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        argv = sys.argv[1:] if args is None else list(args)
+        ns, rest = super().parse_known_args(argv, namespace)
+        ns.explicit = sorted(self._given(argv))
+        return ns, rest
+
+    def _given(self, argv):
+        """Parse again with every default suppressed: what remains was typed."""
+        saved = [(a, a.default) for a in self._actions]
+        saved_defaults, self._defaults = self._defaults, {}
+        try:
+            for a in self._actions:
+                a.default = argparse.SUPPRESS
+            probe, _ = super().parse_known_args(argv, argparse.Namespace())
+        finally:
+            for a, d in saved:
+                a.default = d
+            self._defaults = saved_defaults
+        return set(vars(probe))
+
+
+def set_presets(parser, presets):
+    """Make the cpu values the parser's defaults and show both presets in each flag's --help."""
+    actions = {a.dest: a for a in parser._actions}
+    for dest, (paper, source, cpu) in presets.items():
+        if dest not in actions:
+            raise KeyError(f"preset key {dest!r} is not a flag of this parser")
+        a = actions[dest]
+        a.default = cpu
+        parser._defaults.pop(dest, None)   # set_defaults() would otherwise win over a.default
+        shown = "depends on the tasks" if callable(paper) else _show(paper)
+        text = (a.help or "").replace("(default: %(default)s)", "").rstrip()
+        a.help = f"{text} [paper: {_esc(shown)} ({_esc(source)}); cpu: {_esc(_show(cpu))}]"
+    return parser
+
+
+def _esc(text):
+    return str(text).replace("%", "%%")   # argparse formats help strings with %
+
+
+def _show(value):
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def is_procedural(name):
+    """The embedded benchmark's datasets need no files (lib/data: proc-a, proc-b)."""
+    return name is None or str(name).startswith("proc-")
+
+
+def apply_preset(args, presets, datasets, log=print):
+    """Fill every flag not given explicitly from the chosen preset; record and print the choice.
+
+    `datasets`: the dataset names of the run (auto picks cpu only if all are procedural).
+    Paper values may be callables of args (e.g. a schedule that depends on --task1)."""
+    chosen = args.preset
+    if chosen == "auto":
+        chosen = "cpu" if all(is_procedural(d) for d in datasets) else "paper"
+    explicit = set(getattr(args, "explicit", ()))
+    applied = {}
+    for dest, (paper, _source, cpu) in presets.items():
+        if dest in explicit:
+            continue
+        value = cpu if chosen == "cpu" else (paper(args) if callable(paper) else paper)
+        setattr(args, dest, list(value) if isinstance(value, tuple) else value)
+        applied[dest] = getattr(args, dest)
+    args.preset_resolved, args.preset_values = chosen, applied
+    check_common_args(args)
+    if log is not None:
+        how = f"auto -> {chosen}" if args.preset == "auto" else chosen
+        given = [d for d in presets if d in explicit]
+        log(f"preset {how}: " + " ".join(f"--{k.replace('_', '-')} {_show(v)}" for k, v in applied.items())
+            + (f" (given: {' '.join('--' + d.replace('_', '-') for d in given)})" if given else ""),
+            flush=True)
+    return args
+
+
+def preset_table(presets):
+    """Markdown rows `flag | paper | source | cpu` (used by the README and --help readers)."""
+    rows = ["| flag | paper | source | cpu |", "|---|---|---|---|"]
+    for dest, (paper, source, cpu) in presets.items():
+        shown = "depends on the tasks" if callable(paper) else _show(paper)
+        rows.append(f"| `--{dest.replace('_', '-')}` | {shown} | {source} | {_show(cpu)} |")
+    return "\n".join(rows)

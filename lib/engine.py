@@ -390,7 +390,7 @@ def json_args(args):
     """The args namespace as JSON-safe values (devices and paths as strings)."""
     safe = {}
     for k, v in vars(args).items():
-        safe[k] = v if isinstance(v, (int, float, str, bool, type(None), list)) else str(v)
+        safe[k] = v if isinstance(v, (int, float, str, bool, type(None), list, dict)) else str(v)
     return safe
 
 

@@ -5,6 +5,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from lib.engine import UserError, unwrap
 from lib.metrics import ConfusionMatrix, DepthMeter, NormalMeter
 
 TASKS = ("semantic", "depth", "normals")
@@ -13,8 +14,12 @@ TASKS = ("semantic", "depth", "normals")
 class Scorer:
     """Accumulates semantic / depth / normal metrics over batches (DDP-reducible)."""
 
-    def __init__(self, tasks, num_classes=None, min_depth=1e-3, max_depth=80.0, device="cpu"):
+    def __init__(self, tasks, num_classes=None, min_depth=1e-3, max_depth=80.0, device="cpu",
+                 depth_focal=None):
         self.tasks = tuple(tasks)
+        # The depth convention of the model scored (stored with it): None = metres; F = depth
+        # as a camera of focal F pixels would see it, converted with each sample's own focal.
+        self.depth_focal = depth_focal
         self.meters = {}
         if "semantic" in self.tasks:
             self.meters["semantic"] = ConfusionMatrix(num_classes, device=device)
@@ -30,13 +35,25 @@ class Scorer:
                 continue
             target = batch[task]
             pred = resize_prediction(task, preds[task], target.shape[-2:])
-            if task == "depth" and "depth_scale" in batch:
-                # --focal-ref: labels and predictions live at the reference focal; score in metres.
-                scale = torch.as_tensor(batch["depth_scale"], dtype=pred.dtype, device=pred.device)
-                pred, target = pred * scale.view(-1, 1, 1), target * scale.view(-1, 1, 1)
+            if task == "depth":
+                pred, target = self.to_metres(pred, target, batch)
             if task == "semantic":
                 pred = pred.argmax(1) if pred.dim() == target.dim() + 1 else pred
             meter.update(pred, target)
+
+    def to_metres(self, pred, target, batch):
+        """Prediction and label in metres, each under its own convention: the label at the
+        dataset's --focal-ref (batch["depth_scale"]), the prediction at the model's focal."""
+        if "depth_scale" in batch:
+            scale = torch.as_tensor(batch["depth_scale"], dtype=target.dtype, device=target.device)
+            target = target * scale.view(-1, 1, 1)
+        if self.depth_focal:
+            if "focal" not in batch:
+                raise UserError(f"the model predicts depth at a focal length of {self.depth_focal:g} px "
+                                "but this dataset has no known focal length to convert it to metres")
+            focal = torch.as_tensor(batch["focal"], dtype=pred.dtype, device=pred.device)
+            pred = pred * focal.view(-1, 1, 1) / self.depth_focal
+        return pred, target
 
     def compute(self):
         """Reduce over processes and return one flat dict (the keys of metrics.json)."""
@@ -45,6 +62,11 @@ class Scorer:
             meter.reduce_from_all_processes()
             out.update(meter.compute())
         return out
+
+
+def depth_focal_of(model):
+    """The focal length (px) a model's depth refers to, None for metres (lib/models/encdec.py)."""
+    return getattr(unwrap(model), "depth_focal", None)
 
 
 def resize_prediction(task, pred, size):
@@ -68,7 +90,7 @@ def evaluate_model(model, loader, device, tasks, num_classes=None, min_depth=1e-
     """
     was_training = model.training
     model.eval()
-    scorer = Scorer(tasks, num_classes, min_depth, max_depth, device)
+    scorer = Scorer(tasks, num_classes, min_depth, max_depth, device, depth_focal_of(model))
     for batch in loader:
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
                  for k, v in batch.items()}

@@ -326,6 +326,21 @@ def test_edges_from_cache_or_computed(tiny):
         ds[0]
 
 
+def test_edges_cache_mode_requires_the_cache(tiny):
+    """--edges cache (the AT/DT paper preset: external edge maps) never falls back to lib.edges."""
+    root, _ = tiny
+    with pytest.raises(DataError, match="no edge cache at .*make_edges.py"):
+        Tiny(root, "train", (H, W), labels=("edges",), edges="cache")
+    ds = Tiny(root, "train", (H, W), labels=("edges",))
+    path = ds.edge_cache_path(ds.records[0])
+    os.makedirs(os.path.dirname(path))
+    Image.fromarray(np.full((H, W), 255, np.uint8)).save(path)
+    cached = Tiny(root, "train", (H, W), labels=("edges",), edges="cache")
+    assert torch.equal(cached[0]["edges"], torch.ones(H, W))
+    with pytest.raises(DataError, match=r"b\.png: cached edge map missing"):
+        cached[1]
+
+
 # ----------------------------------------------------------------------------- depth rescaling
 def test_focal_ref_rescales_depth_and_scorer_converts_back(tiny):
     root, written = tiny
@@ -337,18 +352,24 @@ def test_focal_ref_rescales_depth_and_scorer_converts_back(tiny):
     s_half = Tiny(root, "train", (H, W), labels=("depth",), resize=(4, 6), focal_ref=2 * FOCAL)[0]
     assert np.allclose(s_half["depth"].numpy(), depth_m[1::2, 1::2] * 4.0)
     assert s_half["depth_scale"] == pytest.approx(0.25)
+    assert s["focal"] == FOCAL and s_half["focal"] == FOCAL / 2   # the native focal, after resize
     # Depth up to 60 m becomes up to 120 m at the reference focal: without the conversion back
-    # the Scorer (max_depth 80) would drop pixels and the numbers would differ.
+    # the Scorer (max_depth 80) would drop pixels and the numbers would differ. The label comes
+    # back with depth_scale, the prediction with the model's own convention (depth_focal).
     pred_m = torch.tensor(depth_m * 1.1 + 0.3, dtype=torch.float32)[None]
     metres = Scorer(["depth"])
     metres.update({"depth": pred_m}, {"depth": torch.tensor(depth_m, dtype=torch.float32)[None]})
-    scaled = Scorer(["depth"])
-    scaled.update({"depth": pred_m * 2.0}, {"depth": s["depth"][None],
-                                            "depth_scale": torch.tensor([s["depth_scale"]])})
-    expect, got = metres.compute(), scaled.compute()
-    assert expect.keys() == got.keys()
-    for key in expect:
-        assert got[key] == pytest.approx(expect[key], rel=1e-5, abs=1e-6), key
+    expect = metres.compute()
+    batch = {"depth": s["depth"][None], "depth_scale": torch.tensor([s["depth_scale"]]),
+             "focal": torch.tensor([s["focal"]])}
+    scaled = Scorer(["depth"], depth_focal=2 * FOCAL)           # a model trained at the reference
+    scaled.update({"depth": pred_m * 2.0}, batch)
+    metric = Scorer(["depth"])                                   # a model trained in metres
+    metric.update({"depth": pred_m}, batch)
+    for got in (scaled.compute(), metric.compute()):
+        assert expect.keys() == got.keys()
+        for key in expect:
+            assert got[key] == pytest.approx(expect[key], rel=1e-5, abs=1e-6), key
 
 
 def test_focal_ref_without_known_focal_is_an_error(tiny, monkeypatch):
@@ -401,13 +422,14 @@ def test_data_options_from_parsed_flags():
     parser = argparse.ArgumentParser()
     add_data_args(parser)
     args = parser.parse_args(["--classes", "16", "--resize", "64", "128", "--flip", "--photometric",
-                              "--focal-ref", "700", "--src-root", "/data/x"])
+                              "--focal-ref", "700", "--src-root", "/data/x", "--edges", "cache"])
     assert data_options(args, "src") == {"root": "/data/x", "classes": 16, "resize": [64, 128],
-                                         "flip": True, "photometric": True, "focal_ref": 700.0}
+                                         "flip": True, "photometric": True, "focal_ref": 700.0,
+                                         "edges": "cache"}
     assert data_options(args, "tgt")["root"] is None
     default = data_options(parser.parse_args([]), "tgt")
     assert default == {"root": None, "classes": None, "resize": None, "flip": False,
-                       "photometric": False, "focal_ref": None}
+                       "photometric": False, "focal_ref": None, "edges": "compute"}
 
 
 def test_register_and_build_dataset(tiny, monkeypatch):

@@ -149,6 +149,7 @@ def test_apply_map_rejects_float_ids():
         L.apply_map(L.CITYSCAPES_TO[19], np.zeros(2))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_apply_map_stays_on_device():
     ids = torch.tensor([7, 8, 300], device="cuda")

@@ -9,6 +9,13 @@ Usage:
     python tools/bench.py --only generator --threads 1     # generator samples/s per core
     python tools/bench.py --only atdt1 --size 512 512 --batch-size 8   # AT/DT stage 1 (per domain)
     python tools/bench.py --only atdt2 --size 512 512 --batch-size 1   # AT/DT stage 2
+    python tools/bench.py --only finite --finite-stage atdt2           # cost of check_finite's sync
+    python tools/bench.py --device cuda --only atdt1 --backbone resnet50 --size 512 512 \\
+        --batch-size 8 --decoder-width 128 --amp bf16 --channels-last --compile  # paper sizes
+
+The method steps (atdt1, atdt2) report step_ms = forward + backward + optimizer, split where
+the step calls amp.backward and amp.step; data_ms (drawing and moving the batch) is
+measured in the same loop but not counted in step_ms. images_per_s counts one domain's batch.
 """
 import argparse
 import os
@@ -22,6 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from lib import engine, losses  # noqa: E402
 from lib.data import build_dataset  # noqa: E402
 from lib.models import build_model, model_spec  # noqa: E402
+
+PARTS = ("generator", "loader", "step", "atdt1", "atdt2", "finite")
+PHASES = ("data", "forward", "backward", "optimizer")
 
 
 def get_args_parser(add_help=True):
@@ -41,9 +51,16 @@ def get_args_parser(add_help=True):
     parser.add_argument("--device", default=None)
     parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the models of the measured steps (step, atdt1, atdt2, finite)")
+    parser.add_argument("--decoder-width", type=int, default=None,
+                        help="atdt1 decoder width (default: train_tasks.py's; the paper's is 128)")
+    parser.add_argument("--finite-stage", default="atdt2", choices=["atdt1", "atdt2"],
+                        help="the method step whose time is measured with and without check_finite")
+    parser.add_argument("--finite-steps", type=int, default=None,
+                        help="steps per timing of the finite part (default: --steps)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--only", nargs="+", default=["generator", "loader", "step"],
-                        choices=["generator", "loader", "step", "atdt1", "atdt2"])
+    parser.add_argument("--only", nargs="+", default=["generator", "loader", "step"], choices=PARTS)
     parser.add_argument("--json", default=None, help="write results here (default: print only)")
     return parser
 
@@ -80,13 +97,19 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+def _prepare(model, args):
+    """On the device, in --channels-last, under --compile: as engine.prepare_model does it."""
+    model = model.to(args.device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return torch.compile(model) if args.compile else model
+
+
 def bench_step(dataset, args):
     """Mean time per phase of a training step and the peak memory."""
     spec = model_spec("encdec", backbone=args.backbone, output_stride=args.output_stride,
                       tasks={t: {"semantic": 11, "depth": 1, "normals": 3}[t] for t in args.tasks})
-    model = build_model(spec).to(args.device).train()
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = _prepare(build_model(spec).train(), args)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     amp = engine.Amp(args.amp, args.device)
     loader = _loader(dataset, args)
@@ -120,21 +143,52 @@ def bench_step(dataset, args):
     return out
 
 
-def _timed(step_fn, args):
-    """Mean wall time of step_fn() after --warmup untimed calls, and the peak memory."""
+class PhaseAmp(engine.Amp):
+    """engine.Amp that notes when a step first calls backward and the optimizer step, so a
+    method's own train_step splits into forward / backward / optimizer without a copy of it."""
+
+    def __init__(self, mode, device):
+        super().__init__(mode, device)
+        self.device, self.marks = device, {}
+
+    def _mark(self, name):
+        _sync(self.device)
+        self.marks.setdefault(name, time.perf_counter())
+
+    def backward(self, loss, retain_graph=False):
+        self._mark("backward")
+        super().backward(loss, retain_graph)
+
+    def step(self, optimizers):
+        self._mark("optimizer")
+        super().step(optimizers)
+
+
+def _timed(step_fn, fetch, amp, args):
+    """Mean time per phase of step_fn(i, fetch()) after --warmup untimed calls, and the peak
+    memory; step_ms is the step alone (forward + backward + optimizer), not the data."""
     if args.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(args.device)
-    total = 0.0
+    sums = dict.fromkeys(PHASES, 0.0)
     for i in range(args.warmup + args.steps):
         _sync(args.device)
-        t = time.perf_counter()
-        step_fn(i)
+        t0 = time.perf_counter()
+        batch = fetch()
         _sync(args.device)
+        t1 = time.perf_counter()
+        amp.marks = {}
+        step_fn(i, batch)
+        _sync(args.device)
+        t2 = time.perf_counter()
+        tb, to = amp.marks.get("backward", t2), amp.marks.get("optimizer", t2)
         if i >= args.warmup:
-            total += time.perf_counter() - t
-    step_ms = 1000 * total / args.steps
-    return {"step_ms": step_ms, "images_per_s": args.batch_size / (step_ms / 1000),
-            "peak_mem_mb": _peak_memory_mb(args.device)}
+            for k, dt in zip(PHASES, (t1 - t0, tb - t1, to - tb, t2 - to)):
+                sums[k] += dt / args.steps
+    out = {f"{k}_ms": 1000 * v for k, v in sums.items()}
+    out["step_ms"] = out["forward_ms"] + out["backward_ms"] + out["optimizer_ms"]
+    out["images_per_s"] = args.batch_size / (out["step_ms"] / 1000)
+    out["peak_mem_mb"] = _peak_memory_mb(args.device)
+    return out
 
 
 def _method_args(parser, args, extra=()):
@@ -146,41 +200,94 @@ def _method_args(parser, args, extra=()):
     return ns
 
 
-def _batches(dataset, args):
-    """A fixed set of batches on the device, so the timing is the step's, not the loader's."""
+def _fetcher(dataset, args):
+    """A function returning the next batch of the engine's stream, on the device."""
     loader = _loader(dataset, args)
-    return [engine.to_device(next(loader), args.device, args.channels_last) for _ in range(2)]
+    return lambda: engine.to_device(next(loader), args.device, args.channels_last)
 
 
-def bench_atdt1(dataset_a, dataset_b, args):
-    """train_tasks.train_step (Dep->Sem, aux edges, NDA): E1 on A+B, E2 on A, D_aux, one update."""
+def atdt1_stage(datasets, args, amp):
+    """train_tasks.train_step (Dep->Sem, aux edges, NDA) as (step(i, batch), fetch)."""
     import train_tasks
-    ns = _method_args(train_tasks.get_args_parser(), args)
-    specs, net, critic, optims = train_tasks.build(ns, 11)
-    net = net.to(args.device).train()
-    if args.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    amp = engine.Amp(args.amp, args.device)
-    a, b = _batches(dataset_a, args), _batches(dataset_b, args)
-    return _timed(lambda i: train_tasks.train_step(net, critic, a[i % 2], b[i % 2], optims, amp, ns, i), args)
+    extra = ["--output-stride", str(args.output_stride)]
+    extra += ["--decoder-width", str(args.decoder_width)] if args.decoder_width else []
+    ns = _method_args(train_tasks.get_args_parser(), args, extra)
+    _, net, critic, optims = train_tasks.build(ns, 11)
+    net = _prepare(net.train(), args)
+    fetch_a, fetch_b = _fetcher(datasets["a"], args), _fetcher(datasets["b"], args)
+
+    def step(i, ab):
+        return train_tasks.train_step(net, critic, ab[0], ab[1], optims, amp, ns, i)
+    return step, lambda: (fetch_a(), fetch_b())
 
 
-def bench_atdt2(dataset_a, args):
-    """train_transfer.train_step: frozen E1 and E2 forward, G forward/backward, one update."""
+def atdt2_stage(datasets, args, amp):
+    """train_transfer.train_step (frozen E1, E2; G forward, backward, update) as (step, fetch)."""
     import train_transfer
     from lib.models import AtdtNet, EncDecNet
     ns = _method_args(train_transfer.get_args_parser(), args)
-    n2 = EncDecNet(args.backbone, tasks={"semantic": 11}).to(args.device).requires_grad_(False).eval()
+    n2 = EncDecNet(args.backbone, args.output_stride, tasks={"semantic": 11})
     ch = n2.backbone.channels["layer4"]
-    atdt = AtdtNet({"backbone": args.backbone, "tasks": {"depth": 1}},
-                   {"backbone": args.backbone, "tasks": {"semantic": 11}},
-                   {"in_channels": ch, "out_channels": ch}).to(args.device)
+    kw = {"backbone": args.backbone, "output_stride": args.output_stride}
+    atdt = AtdtNet({**kw, "tasks": {"depth": 1}}, {**kw, "tasks": {"semantic": 11}},
+                   {"in_channels": ch, "out_channels": ch, "width": ns.transfer_width,
+                    "layers": ns.transfer_layers, "final_relu": ns.transfer_final_relu})
+    n2.to(args.device).requires_grad_(False).eval()
+    atdt.to(args.device).encoder.requires_grad_(False)
     train_transfer.set_train_mode(atdt)
     opt = torch.optim.Adam(atdt.transfer.parameters(), lr=ns.lr)
-    amp = engine.Amp(args.amp, args.device)
-    batches = _batches(dataset_a, args)
-    return _timed(lambda i: train_transfer.train_step(atdt, atdt.transfer, n2, batches[i % 2], opt, amp, i),
-                  args)
+    atdt.encoder, n2.backbone = _prepare(atdt.encoder, args), _prepare(n2.backbone, args)
+    g = _prepare(atdt.transfer, args)
+
+    def step(i, batch):
+        return train_transfer.train_step(atdt, g, n2, batch, opt, amp, i)
+    return step, _fetcher(datasets["a"], args)
+
+
+STAGES = {"atdt1": atdt1_stage, "atdt2": atdt2_stage}
+
+
+def bench_stage(name, datasets, args):
+    """A method's training step, split into phases, with images/s and peak memory."""
+    amp = PhaseAmp(args.amp, args.device)
+    step, fetch = STAGES[name](datasets, args, amp)
+    return _timed(step, fetch, amp, args)
+
+
+def _no_sync_check(losses, iteration, names=()):
+    """check_finite without its device-to-host copy: the tensors, unchecked."""
+    return dict(losses)
+
+
+def _back_to_back_ms(step, batches, steps, args):
+    """Mean ms per step with one sync after `steps` steps, as a training loop runs them."""
+    for i in range(args.warmup):
+        step(i, batches[i % 2])
+    _sync(args.device)
+    t = time.perf_counter()
+    for i in range(steps):
+        step(args.warmup + i, batches[i % 2])
+    _sync(args.device)
+    return 1000 * (time.perf_counter() - t) / steps
+
+
+def bench_finite(datasets, args, rounds=2):
+    """The step with and without engine.check_finite's per-step .tolist() (a host sync),
+    alternated `rounds` times on fixed batches; the faster of each is kept."""
+    step, fetch = STAGES[args.finite_stage](datasets, args, engine.Amp(args.amp, args.device))
+    batches = [fetch(), fetch()]
+    steps = args.finite_steps or args.steps
+    real, times = engine.check_finite, {"with": [], "without": []}
+    try:
+        for _ in range(rounds):
+            for variant in times:
+                engine.check_finite = real if variant == "with" else _no_sync_check
+                times[variant].append(_back_to_back_ms(step, batches, steps, args))
+    finally:
+        engine.check_finite = real
+    w, wo = min(times["with"]), min(times["without"])
+    return {"stage": args.finite_stage, "with_check_ms": w, "without_check_ms": wo,
+            "overhead_pct": 100 * (w - wo) / wo, "steps": steps, "rounds": rounds}
 
 
 def _peak_memory_mb(device):
@@ -190,28 +297,40 @@ def _peak_memory_mb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _datasets(args):
+    """Domain A (--dataset) and, for AT/DT stage 1, domain B (its procedural partner)."""
+    labels = sorted(set(args.tasks) | {"semantic", "depth", "edges"})
+    out = {"a": build_dataset(args.dataset, "train", args.size, args.data_root, labels=labels)}
+    if "atdt1" in args.only or ("finite" in args.only and args.finite_stage == "atdt1"):
+        other = "proc-b" if args.dataset == "proc-a" else args.dataset
+        out["b"] = build_dataset(other, "train", args.size, args.data_root, labels=["depth", "edges"])
+    return out
+
+
 def main(args):
     if args.threads:
         torch.set_num_threads(args.threads)
     args.device = engine.pick_device(args.device, 0)
-    labels = sorted(set(args.tasks) | {"semantic", "depth", "edges"})
-    dataset = build_dataset(args.dataset, "train", args.size, args.data_root, labels=labels)
+    if args.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the training scripts run (engine.seed_everything)
+    datasets = _datasets(args)
     result = {"device": str(args.device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "size": args.size, "backbone": args.backbone, "batch_size": args.batch_size, "amp": args.amp}
+              "size": args.size, "backbone": args.backbone, "batch_size": args.batch_size, "amp": args.amp,
+              "channels_last": args.channels_last, "compile": args.compile,
+              "output_stride": args.output_stride, "decoder_width": args.decoder_width}
     if args.device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(args.device)
     if "generator" in args.only:
-        result["generator"] = bench_generator(dataset, args.samples)
+        result["generator"] = bench_generator(datasets["a"], args.samples)
     if "loader" in args.only:
-        result["loader"] = bench_loader(dataset, args)
+        result["loader"] = bench_loader(datasets["a"], args)
     if "step" in args.only:
-        result["step"] = bench_step(dataset, args)
-    if "atdt1" in args.only:
-        other = "proc-b" if args.dataset == "proc-a" else args.dataset
-        dataset_b = build_dataset(other, "train", args.size, args.data_root, labels=["depth", "edges"])
-        result["atdt1"] = bench_atdt1(dataset, dataset_b, args)
-    if "atdt2" in args.only:
-        result["atdt2"] = bench_atdt2(dataset, args)
+        result["step"] = bench_step(datasets["a"], args)
+    for name in STAGES:
+        if name in args.only:
+            result[name] = bench_stage(name, datasets, args)
+    if "finite" in args.only:
+        result["finite"] = bench_finite(datasets, args)
     print_table(result)
     if args.json:
         engine.write_json(result, args.json)
@@ -220,10 +339,11 @@ def main(args):
 
 def print_table(result):
     """One line per measured quantity."""
-    print(" | ".join(f"{k}={result[k]}" for k in ("device", "threads", "size", "backbone", "batch_size", "amp")))
-    for part in ("generator", "loader", "step", "atdt1", "atdt2"):
+    print(" | ".join(f"{k}={result[k]}" for k in ("device", "threads", "size", "backbone", "batch_size",
+                                                   "amp", "channels_last", "compile")))
+    for part in PARTS:
         for k, v in result.get(part, {}).items():
-            print(f"  {part:<9} {k:<15} {v:10.2f}")
+            print(f"  {part:<9} {k:<15} " + (f"{v:10.2f}" if isinstance(v, float) else f"{v:>10}"))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ the dataset can provide, and whether it needs files under --data-root. Real data
 FileDataset subclasses (lib/data/base.py), one module each, registered with register().
 
 options (all datasets): classes (class-map size), train (random crop / flip / photometric
-active), resize (H, W), flip, photometric, focal_ref (rescale depth to this focal length).
+active), resize (H, W), flip, photometric, focal_ref (rescale depth to this focal length),
+edges (compute | cache: where edge labels come from).
 """
 import importlib
 import os
@@ -33,7 +34,8 @@ class DatasetEntry:
 def _procedural(domain):
     """Builder for one domain of the embedded procedural benchmark."""
     def build(split, size, root=None, seed=0, length=None, labels=ALL_LABELS, classes=None,
-              resize=None, focal_ref=None, **augment):
+              resize=None, focal_ref=None, edges="compute", **augment):
+        # `edges` is ignored: the benchmark renders its edge labels with lib.edges itself.
         from lib.data.procedural import ProceduralScenes
         if classes not in (None, 11):
             raise UserError(f"proc-{domain} has the 11 AT/DT classes only, not --classes {classes}")
@@ -146,7 +148,7 @@ def data_options(args, role):
     """The build_dataset options given by the shared data flags (lib/args.py) for --src/--tgt."""
     return {"root": getattr(args, f"{role}_root", None), "classes": args.classes,
             "resize": args.resize, "flip": args.flip, "photometric": args.photometric,
-            "focal_ref": args.focal_ref}
+            "focal_ref": args.focal_ref, "edges": getattr(args, "edges", "compute")}
 
 
 # Real datasets, one module each; importing a module registers it.

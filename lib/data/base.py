@@ -153,7 +153,7 @@ class FileDataset(torch.utils.data.Dataset):
 
     def __init__(self, root, split, size, labels=(), classes=None, train=False, resize=None,
                  flip=False, photometric=False, focal_ref=None, edges_dir=None, length=None,
-                 seed=0):
+                 seed=0, edges="compute"):
         if split not in self.splits:
             raise DataError(f"dataset {self.key!r} has no split {split!r}; it has {', '.join(self.splits)}")
         if root is None or not os.path.isdir(root):
@@ -168,6 +168,15 @@ class FileDataset(torch.utils.data.Dataset):
         self.train, self.resize = train, tuple(resize) if resize else None
         self.flip, self.photometric, self.focal_ref = flip, photometric, focal_ref
         self.edges_dir = edges_dir or os.path.join(root, "edges")
+        # "cache": edges must come from tools/make_edges.py (e.g. an external detector's maps,
+        # as AT/DT's DexiNed); "compute": missing ones are computed here with lib.edges.
+        if edges not in ("compute", "cache"):
+            raise DataError(f"--edges must be compute or cache, got {edges!r}")
+        self.edges_source = edges
+        if edges == "cache" and "edges" in self.want and not os.path.isdir(self.edges_dir):
+            raise DataError(f"dataset {self.key!r}: no edge cache at {self.edges_dir} (--edges cache); "
+                            f"write it with `python tools/make_edges.py {self.key} --data-root DATA "
+                            "--from-dir EDGE_MAPS` or use --edges compute (the built-in detector)")
         self.records = self.index(split)
         if length is not None:
             self.records = self.records[:length]
@@ -245,6 +254,9 @@ class FileDataset(torch.utils.data.Dataset):
         if self.resize:
             sample = T.resize_sample(sample, self.resize)
         if "edges" in self.want and "edges" not in sample:
+            if self.edges_source == "cache":
+                raise DataError(f"{self.edge_cache_path(rec)}: cached edge map missing (--edges cache); "
+                                f"rerun tools/make_edges.py {self.key} or use --edges compute")
             # No cache: the proxy label of the whole (resized) image before crop and jitter,
             # as tools/make_edges.py would have written it.
             sample["edges"] = detect_edges(sample["image"])
@@ -252,15 +264,18 @@ class FileDataset(torch.utils.data.Dataset):
                                     photometric=self.photometric)
         if "depth" in sample and self.max_depth:
             sample["depth"][sample["depth"] > self.max_depth] = 0
+        f = self.focal(rec) if "depth" in sample else None
+        if f is not None:
+            # A resize changes the focal in pixels; crops and flips do not.
+            f = f * self.resize[1] / native_w if self.resize else f
+            sample["focal"] = float(f)   # scoring converts a model's depth convention (lib/evaluation)
         if self.focal_ref and "depth" in sample:
-            f = self.focal(rec)
             if f is None:
                 raise DataError(f"dataset {self.key!r} has no known focal length: --focal-ref "
                                 "cannot rescale its depth")
-            # A resize changes the focal in pixels; crops and flips do not.
-            scale = T.focal_scale(f * self.resize[1] / native_w if self.resize else f, self.focal_ref)
+            scale = T.focal_scale(f, self.focal_ref)
             sample["depth"] = sample["depth"] * scale
-            sample["depth_scale"] = 1.0 / scale   # evaluation multiplies back to metres
+            sample["depth_scale"] = 1.0 / scale   # evaluation multiplies the labels back to metres
         sample["image"] = T.normalize(sample["image"])
         sample["name"] = rec["name"]
         return sample

@@ -961,6 +961,8 @@ class ProceduralScenes(torch.utils.data.Dataset):
         index = int(index) % self.length
         sample = render(self.domain, self.split, index, self.size, self.seed, self.labels)
         del sample["rgb"]  # not part of the sample contract; keeps batches small
+        if "depth" in sample:
+            sample["focal"] = camera(self.domain, self.size).focal   # px: scores depth models
         return sample
 
     def __repr__(self):

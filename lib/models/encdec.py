@@ -34,10 +34,13 @@ class EncDecNet(nn.Module):
     """Shared ResNet encoder + one AT/DT upsampling decoder per task (AT/DT Sec. 4 "Architecture")."""
 
     def __init__(self, backbone="resnet18", output_stride=16, pretrained="none", tasks=None,
-                 decoder_width=256, multi_grid=None, depth_scale=1.0):
+                 decoder_width=256, multi_grid=None, depth_scale=1.0, depth_focal=None):
         super().__init__()
         # Depth is predicted in units of depth_scale metres (AT/DT regresses depth / 100).
         self.depth_scale = float(depth_scale)
+        # The depth convention, stored with the model so every scorer converts it the same way:
+        # None = metres; F = depth as a camera of focal F px sees it (AT/DT's focal rescaling).
+        self.depth_focal = float(depth_focal) if depth_focal else None
         self.tasks = check_tasks(tasks if tasks is not None else {"semantic": 11})
         self.backbone = build_backbone(backbone, output_stride, pretrained, multi_grid)
         in_channels = self.backbone.channels["layer4"]

@@ -40,7 +40,7 @@ class AtdtNet(nn.Module):
         self.encoder = net1.backbone            # E1
         self.decoders = net2.decoders           # D2 (one decoder: task T2)
         self.transfer = TransferNet(**transfer)  # G(1->2)
-        self.depth_scale = net2.depth_scale
+        self.depth_scale, self.depth_focal = net2.depth_scale, net2.depth_focal   # D2's convention
 
     def forward(self, x):
         feat = self.transfer(self.encoder(x)["layer4"])
