@@ -37,7 +37,7 @@ PRESETS = {
     "iters": (100000, "scripts/all.sh: --steps 100000", 600),
     "eval_every": (5000, "ours, at the official snapshot cadence; selection on A's val (Sec. 4)", 300),
     "save_every": (5000, "train_transfer.py keeps G every 5000 steps", 600),
-    "photometric": (True, "train_transfer.py: the stage-1 augmentation, p = 0.5", False),
+    "photometric": (True, "core/input.py, as train_transfer.py loads it: augmentation p = 0.5", False),
 }
 SEMANTIC_KEYS = ("mIoU", "acc")
 DEPTH_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")   # Table 2

@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
 # The README's AT/DT table on the procedural benchmark (proc-a = A, proc-b = B), on a CPU:
 # for Dep->Sem and Sem->Dep, base AT/DT, +aux, +NDA and +aux+NDA (stage 1 + stage 2 each),
-# and the Transfer Oracle (G trained on B, on the +aux+NDA stage 1); every stage-2 run also
-# scores the baseline (its N2 applied to B). Seeds 0, 1, 2.
+# and the paper's Transfer Oracle: the whole framework run with A = B = proc-b (its N2 on B is
+# the Oracle row); every stage-2 run also scores the baseline (its N2 applied to B). Seeds 0-2.
 #
 #   bash experiments/atdt_procedural.sh             # two lanes (Dep->Sem, Sem->Dep) in parallel
 #   SEEDS="0" bash experiments/atdt_procedural.sh   # one seed
 #   bash experiments/atdt_procedural.sh table       # the README tables from finished runs
+#   VARIANTS="" bash experiments/atdt_procedural.sh # only the Transfer Oracle and Oracle rows
+#   SUPERVISED_G=1 ...                              # also G trained on B's labels (ours, not the
+#                                                   # paper's oracle), on the +aux +NDA stage 1
 #   # the longer stage 1 of the README's second Dep->Sem table (base and +aux +NDA only):
 #   RUNS=runs/atdt_proc1000 STAGE1_FLAGS="--iters 1000 --save-every 1000" VARIANTS="base full" \
-#       LANES=depsem bash experiments/atdt_procedural.sh
+#       ORACLES=0 LANES=depsem bash experiments/atdt_procedural.sh
 #
-# Every run uses the scripts' defaults (the main job's settings) but for the flags shown.
-# Finished runs (metrics.json present) are skipped, interrupted ones resume.
+# Every run uses the scripts' defaults (the cpu preset: the main job's settings) but for the
+# flags shown. Finished runs (metrics.json present) are skipped, interrupted ones resume.
 set -euo pipefail
 RUNS=${RUNS:-runs/atdt_proc}
 SEEDS=${SEEDS:-0 1 2}
-VARIANTS=${VARIANTS:-base aux nda full}   # the stage-1 variants to run (the oracle runs with full)
+VARIANTS=${VARIANTS:-base aux nda full}   # the stage-1 variants to run (SUPERVISED_G builds on full)
 STAGE1_FLAGS=${STAGE1_FLAGS:-}           # extra train_tasks.py flags for every stage-1 run
 LANES=${LANES:-depsem semdep}            # directions to run, one lane each
+ORACLES=${ORACLES:-1}                     # 1: the Transfer Oracle / Oracle runs (A = B = proc-b)
+SUPERVISED_G=${SUPERVISED_G:-0}           # 1: G trained on B's labels (needs the full variant)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}   # one thread per lane: two lanes fill 2 cores
 declare -A VARIANT=([base]="--aux none --e1-align none" [aux]="--aux edge --e1-align none"
                     [nda]="--aux none --e1-align nda" [full]="--aux edge --e1-align nda")
@@ -34,10 +39,18 @@ lane() {  # lane depsem|semdep: every seed and variant of one direction, in orde
       [ -f "$RUNS/$dir/${v}_seed$seed/metrics.json" ] || python train_transfer.py --stage1 "$s1" \
           --seed "$seed" --output-dir "$RUNS/$dir/${v}_seed$seed" --resume auto
     done
-    [[ " $VARIANTS " == *" full "* ]] || continue   # the oracle builds on the +aux +NDA stage 1
-    [ -f "$RUNS/$dir/oracle_seed$seed/metrics.json" ] || python train_transfer.py --oracle \
-        --stage1 "$RUNS/$dir/stage1/full_seed$seed" --seed "$seed" \
-        --output-dir "$RUNS/$dir/oracle_seed$seed" --resume auto
+    if [ "$ORACLES" = 1 ]; then   # the framework with A = B = proc-b (Tables 1-2's oracles)
+      local to=$RUNS/$dir/stage1/toracle_seed$seed
+      [ -f "$to/metrics.json" ] || python train_tasks.py --src proc-b --tgt proc-b $tasks \
+          $STAGE1_FLAGS --seed "$seed" --output-dir "$to" --resume auto
+      [ -f "$RUNS/$dir/toracle_seed$seed/metrics.json" ] || python train_transfer.py --stage1 "$to" \
+          --seed "$seed" --output-dir "$RUNS/$dir/toracle_seed$seed" --resume auto
+    fi
+    if [ "$SUPERVISED_G" = 1 ]; then
+      [ -f "$RUNS/$dir/supervised_g_seed$seed/metrics.json" ] || python train_transfer.py \
+          --supervised-g --stage1 "$RUNS/$dir/stage1/full_seed$seed" --seed "$seed" \
+          --output-dir "$RUNS/$dir/supervised_g_seed$seed" --resume auto
+    fi
   done
 }
 table() {  # mean and sample std over seeds, as Markdown: one table per direction
@@ -46,7 +59,8 @@ import glob, json, statistics, sys
 runs = sys.argv[1]
 rows = [("baseline (N2 on B)", "base", "baseline"), ("base AT/DT", "base", "atdt"),
         ("+aux", "aux", "atdt"), ("+NDA", "nda", "atdt"), ("+aux +NDA", "full", "atdt"),
-        ("Transfer Oracle", "oracle", "transfer_oracle")]
+        ("Transfer Oracle (A = B)", "toracle", "atdt"), ("Oracle (N2 on B, A = B)", "toracle", "baseline"),
+        ("G supervised on B (ours)", "supervised_g", "supervised_g")]
 cols = {"depsem": ["mIoU", "acc"],
         "semdep": ["abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3"]}
 for d, keys in cols.items():

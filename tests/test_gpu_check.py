@@ -98,3 +98,14 @@ def test_bench_compiles_the_step_models_and_times_check_finite(tmp_path, monkeyp
     assert len(calls) == 2 * (1 + 2)              # every step of the "with" runs, none of the others
     assert engine.check_finite is counting        # restored
     assert json.loads((tmp_path / "b.json").read_text())["compile"] is True
+
+
+def test_bench_measures_the_stage2_checkpoint_files():
+    """--only ckpt2: checkpoint.pth holds G, E1 and D2 plus Adam's two moments (about 3x G's
+    weights + the frozen nets); best_g.pth holds G's weights alone."""
+    res = bench.main(bench.get_args_parser().parse_args(["--only", "ckpt2", "--device", "cpu"]))
+    c = res["ckpt2"]
+    g_gib = c["g_params_m"] * 1e6 * 4 / 2**30               # fp32 weights of G (ResNet-18: 512 ch)
+    assert c["g_params_m"] == pytest.approx(6 * 512 * 512 * 9 / 1e6, rel=0.01)   # + BN, 0.1%
+    assert c["best_g_gib"] == pytest.approx(g_gib, rel=0.02)
+    assert 3 * g_gib < c["checkpoint_gib"] < 3 * g_gib + 0.2 and c["checkpoint_s"] > 0

@@ -10,6 +10,7 @@ Usage:
     python tools/bench.py --only atdt1 --size 512 512 --batch-size 8   # AT/DT stage 1 (per domain)
     python tools/bench.py --only atdt2 --size 512 512 --batch-size 1   # AT/DT stage 2
     python tools/bench.py --only finite --finite-stage atdt2           # cost of check_finite's sync
+    python tools/bench.py --only ckpt2 --backbone resnet50             # stage-2 checkpoint size, time
     python tools/bench.py --device cuda --only atdt1 --backbone resnet50 --size 512 512 \\
         --batch-size 8 --decoder-width 128 --amp bf16 --channels-last --compile  # paper sizes
 
@@ -30,7 +31,7 @@ from lib import engine, losses  # noqa: E402
 from lib.data import build_dataset  # noqa: E402
 from lib.models import build_model, model_spec  # noqa: E402
 
-PARTS = ("generator", "loader", "step", "atdt1", "atdt2", "finite")
+PARTS = ("generator", "loader", "step", "atdt1", "atdt2", "finite", "ckpt2")
 PHASES = ("data", "forward", "backward", "optimizer")
 
 
@@ -307,6 +308,36 @@ def _datasets(args):
     return out
 
 
+def bench_ckpt2(args):
+    """Size and write time of AT/DT stage 2's files (train_transfer.py): checkpoint.pth (G with
+    the frozen E1 and D2, Adam after one step, schedule) and best_g.pth (the selected G alone)."""
+    import tempfile
+    import train_transfer
+    from lib.models import AtdtNet
+    ch = 2048 if args.backbone in ("resnet50", "resnet101") else 512
+    atdt = AtdtNet({"backbone": args.backbone, "tasks": {"depth": 1}},
+                   {"backbone": args.backbone, "tasks": {"semantic": 11}},
+                   {"in_channels": ch, "out_channels": ch, "final_relu": True})
+    g = atdt.transfer
+    opt = torch.optim.Adam(g.parameters(), lr=1e-5)
+    g(torch.randn(1, ch, 4, 4)).square().mean().backward()
+    opt.step()                                             # Adam's two moments now exist
+    sched = engine.poly_scheduler(opt, 100000)
+    out = {"g_params_m": sum(p.numel() for p in g.parameters()) / 1e6}
+    with tempfile.TemporaryDirectory() as tmp:
+        writers = {"checkpoint": lambda p: engine.save_checkpoint(
+                       p, script="train_transfer.py", iteration=1, args=argparse.Namespace(),
+                       models={"atdt": atdt}, optimizers={"g": opt}, schedulers={"g": sched}),
+                   "best_g": lambda p: train_transfer.save_best(p, 1, {}, g)}
+        for name, write in writers.items():
+            path = os.path.join(tmp, name + ".pth")
+            t = time.perf_counter()
+            write(path)
+            out[f"{name}_s"] = time.perf_counter() - t
+            out[f"{name}_gib"] = os.path.getsize(path) / 2**30
+    return out
+
+
 def main(args):
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -331,6 +362,8 @@ def main(args):
             result[name] = bench_stage(name, datasets, args)
     if "finite" in args.only:
         result["finite"] = bench_finite(datasets, args)
+    if "ckpt2" in args.only:
+        result["ckpt2"] = bench_ckpt2(args)
     print_table(result)
     if args.json:
         engine.write_json(result, args.json)
