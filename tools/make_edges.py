@@ -10,7 +10,8 @@ pixels), and stored at the image's native size as an 8-bit grey PNG at exactly
     DATA_ROOT/<folder>/edges/<split>/<relative stem>.png      (FileDataset.edge_cache_path)
 
 Loaders use a cached map whenever the file exists (FileDataset.load_raw) and otherwise
-compute it on the fly, so this tool only saves time; it never changes which labels exist.
+compute it on the fly (--edges compute), so with the built-in detector this tool only saves
+time. With --edges cache (AT/DT's paper preset: external maps) loaders require the cache.
 Files are written atomically and existing ones are skipped unless --overwrite, so an
 interrupted run can simply be started again.
 

@@ -2,8 +2,8 @@
 
 G (AT/DT Sec. 4 "Architecture"): "6 pairs of convolutional and batch normalization layers
 with kernel size 3x3 which do not perform any downsampling or upsampling". The paper does
-not name the activations or widths; here a ReLU follows each of the first five pairs (E2's
-layer4 features are post-ReLU, the last pair stays linear so G can also undershoot) and the
+not name the activations or widths; here a ReLU follows each pair (the last one only with
+final_relu, which train_transfer.py turns on: E2's layer4 features are post-ReLU) and the
 hidden width defaults to E2's channel count.
 """
 import torch.nn as nn
