@@ -19,7 +19,7 @@
 set -euo pipefail
 RUNS=${RUNS:-runs/atdt_proc}
 SEEDS=${SEEDS:-0 1 2}
-VARIANTS=${VARIANTS:-base aux nda full}   # the stage-1 variants to run (SUPERVISED_G builds on full)
+VARIANTS=${VARIANTS-base aux nda full}   # the stage-1 variants to run (SUPERVISED_G builds on full)
 STAGE1_FLAGS=${STAGE1_FLAGS:-}           # extra train_tasks.py flags for every stage-1 run
 LANES=${LANES:-depsem semdep}            # directions to run, one lane each
 ORACLES=${ORACLES:-1}                     # 1: the Transfer Oracle / Oracle runs (A = B = proc-b)

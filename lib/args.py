@@ -15,6 +15,7 @@ auto` (default) `cpu` when every dataset of the run is procedural and `paper` ot
 flag given on the command line always wins; the parser records which were given.
 """
 import argparse
+import os
 import sys
 
 
@@ -189,7 +190,7 @@ def apply_preset(args, presets, datasets, log=print):
         applied[dest] = getattr(args, dest)
     args.preset_resolved, args.preset_values = chosen, applied
     check_common_args(args)
-    if log is not None:
+    if log is not None and os.environ.get("RANK", "0") == "0":   # once under torchrun
         how = f"auto -> {chosen}" if args.preset == "auto" else chosen
         given = [d for d in presets if d in explicit]
         log(f"preset {how}: " + " ".join(f"--{k.replace('_', '-')} {_show(v)}" for k, v in applied.items())
