@@ -8,7 +8,7 @@ import train_tasks
 import train_transfer
 from lib.args import apply_preset
 
-# The usage line the README and DESIGN.md promise.
+# The usage line the README promises.
 PROMISED = ["--src", "carla", "--tgt", "cityscapes", "--aux", "edge"]
 
 

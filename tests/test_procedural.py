@@ -56,7 +56,8 @@ def test_dataset_length_labels_subset_and_iteration():
     assert torch.equal(ds[-1]["image"], ds[len(ds) - 1]["image"])
     small = P.ProceduralScenes("a", "test", size=(16, 32), length=3, labels=("depth", "edges"))
     items = list(small)  # iteration stops at the end (the index error is an IndexError too)
-    assert len(items) == 3 and all(set(x) == {"image", "depth", "edges", "name"} for x in items)
+    assert len(items) == 3 and all(set(x) == {"image", "depth", "edges", "name", "focal"} for x in items)
+    assert items[0]["focal"] == P.camera("a", (16, 32)).focal   # px, for scoring depth models
 
 
 def test_same_index_is_identical_across_calls_and_processes():
