@@ -1,4 +1,4 @@
-"""The engine every training script shares (DESIGN.md, "Engine").
+"""The engine every training script shares (README, "The engine").
 
 One pattern each for: distributed set-up (torchrun / SLURM, NCCL on CUDA, gloo on CPU),
 AMP (one GradScaler shared by several optimizers), seeding, resumable data streams,
@@ -396,7 +396,7 @@ def json_args(args):
 
 def save_checkpoint(path, *, script, iteration, args, models, optimizers=None, schedulers=None,
                     amp=None, loaders=None, model_specs=None, extra=None):
-    """The one checkpoint schema (DESIGN.md): everything `--resume` needs, written atomically."""
+    """The one checkpoint schema (README, "Checkpoints"): everything `--resume` needs, written atomically."""
     state = {
         "format": CHECKPOINT_VERSION, "script": script, "iteration": iteration,
         "args": json_args(args),

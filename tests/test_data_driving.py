@@ -1,7 +1,7 @@
 """Driving datasets (cityscapes, synthia, carla, gta5, synscapes) read from tiny official trees.
 
 Each test writes the files itself into pytest's tmp_path, with the official names, bit depths
-and encodings of REFERENCE.md ("Datasets and label encodings"), and checks the decoded values
+and encodings of the README ("Datasets"), and checks the decoded values
 against numbers worked out by hand: class indices through every class map, depth in metres,
 16-bit channels, split membership and the errors on bad input.
 """
@@ -117,7 +117,7 @@ def build(name, root, split="train", labels=("semantic",), **options):
 
 # ----------------------------------------------------------------------------- official trees
 # Cityscapes labelIds written in row 0 of every Cityscapes-encoded label below (W = 12 values),
-# and the class index each gets, per class map, worked out from REFERENCE.md's id lists:
+# and the class index each gets, per class map, worked out from the published id lists:
 #         road sidew wall light terr sky rider car truck carav moto bicyc
 CS_IDS = [7, 8, 12, 19, 22, 23, 25, 26, 27, 29, 32, 33]
 CS_EXPECTED = {
@@ -171,7 +171,7 @@ def synscapes_tree(root, n=1):
     return os.path.join(base, "rgb", "1.png"), os.path.join(base, "class", "1.png")
 
 
-# SYNTHIA ids (first channel) and their 16- and 7-class indices (REFERENCE.md's SYNTHIA lists).
+# SYNTHIA ids (first channel) and their 16- and 7-class indices (the SYNTHIA lists of DADA's official code).
 # 264 = 256 + 8 and 1027 = 4 * 256 + 3 are not SYNTHIA ids: kept 16-bit they are ignored,
 # while either 8-bit truncation (low or high byte) would turn them into classes.
 SYN_IDS = [[3, 4, 2, 21, 5, 7, 15, 9, 6, 1, 10, 17],

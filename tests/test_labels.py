@@ -1,11 +1,11 @@
-"""Class maps checked against the Cityscapes label table and REFERENCE.md's lists."""
+"""Class maps checked against the Cityscapes label table and the papers' class lists."""
 import numpy as np
 import pytest
 import torch
 
 from lib.data import labels as L
 
-# labelIds written out from REFERENCE.md, independent of how labels.py builds its tables.
+# labelIds written out by hand from the papers' class lists, independent of how labels.py builds its tables.
 IDS_19 = [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]
 IDS_16 = [7, 8, 11, 12, 13, 17, 19, 20, 21, 23, 24, 25, 26, 28, 32, 33]
 IDS_7 = {0: [7, 8], 1: [11, 12, 13], 2: [17, 19, 20], 3: [21, 22], 4: [23], 5: [24, 25],

@@ -2,7 +2,7 @@
 
 The first thing to run after downloading a dataset. Every split is built through the
 dataset registry exactly as training builds it (the official layout and encodings of
-REFERENCE.md, "Datasets and label encodings"), every sample is decoded at its native size,
+README, "Datasets"), every sample is decoded at its native size,
 and the tool reports per split:
 
   samples          how many the split has, and how many were checked (--max-samples)

@@ -2,7 +2,7 @@
 computing them on every sample.
 
 AT/DT's auxiliary decoder regresses grey-scale edges from an off-the-shelf detector
-(REFERENCE.md, AT/DT). By default each sample's edges come from lib.edges.detect_edges, the
+(AT/DT Sec. 4). By default each sample's edges come from lib.edges.detect_edges, the
 detector the procedural data and the on-the-fly fallback use, computed on the image at its
 native size (or at --resize H W, the size training resizes to: the detector's scales are in
 pixels), and stored at the image's native size as an 8-bit grey PNG at exactly

@@ -1,4 +1,4 @@
-"""Dataset registry: `--src NAME` / `--tgt NAME` resolve here (DESIGN.md, "Datasets").
+"""Dataset registry: `--src NAME` / `--tgt NAME` resolve here (README, "Datasets").
 
 DATASETS maps a name to a DatasetEntry: a builder called as
 builder(split=..., size=..., root=..., seed=..., length=..., labels=..., **options), the labels
@@ -132,7 +132,7 @@ def require_labels(name, needed, role="--src"):
 
 def build_dataset(name, split, size=(128, 256), data_root=None, seed=0, length=None,
                   labels=ALL_LABELS, role="--src/--tgt", root=None, **options):
-    """Build split `split` of dataset `name` yielding the sample dict of DESIGN.md.
+    """Build split `split` of dataset `name` yielding the sample dict of the README ("Datasets").
 
     options: classes, train, resize, flip, photometric, focal_ref (module docstring)."""
     entry = get_entry(name, role)

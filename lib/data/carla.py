@@ -1,4 +1,4 @@
-"""CARLA as rendered for AT/DT (REFERENCE.md, "Datasets and label encodings"; AT/DT Sec. 5).
+"""CARLA as rendered for AT/DT (README, "Datasets"; AT/DT Sec. 5).
 
 AT/DT never released its CARLA renders, so users render their own with CARLA 0.8 (or a later
 version with the same encodings) and save, per frame, three PNGs:
@@ -24,7 +24,7 @@ Two layouts, per split (train, val, test):
   paths relative to carla/ (or absolute); the right image is not used. When the list file of
   a split exists it is used, otherwise the folders.
 
-Focal length 859.238 px (REFERENCE.md), used by --focal-ref.
+Focal length 859.238 px (AT/DT's official code, eval_task.py), used by --focal-ref.
 """
 import os
 

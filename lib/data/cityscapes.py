@@ -1,4 +1,4 @@
-"""Cityscapes, read from the official layout (REFERENCE.md, "Datasets and label encodings").
+"""Cityscapes, read from the official layout (README, "Datasets").
 
 Used by AT/DT (target domain, 11 classes), DADA (target, 16 / 13 / 7 classes), SemiMTL
 (train_extra as "Cityscapes-depth") and UM-Adapt (target, GTA5 -> Cityscapes).
@@ -68,7 +68,7 @@ def read_camera(path):
 
 
 def disparity_to_depth(p, baseline, fx):
-    """Official disparity encoding (REFERENCE.md): d = (p - 1) / 256 for p > 0; depth = b fx / d.
+    """Official disparity encoding (AT/DT's official code, eval_task.py): d = (p - 1) / 256 for p > 0; depth = b fx / d.
 
     p = 0 marks an invalid pixel; p = 1 gives d = 0 (infinitely far), also invalid (0)."""
     d = (np.asarray(p, dtype=np.float64) - 1.0) / 256.0

@@ -11,13 +11,13 @@ Every map is a 256-entry int64 lookup table (LUT): ``lut[source_id]`` is the cla
     TRAINID_TO_LABELID_19   19-class trainId -> Cityscapes labelId (for writing predictions)
     CLASS_NAMES[k]     the k class names, in index order
 
-Class sets (see REFERENCE.md):
+Class sets (the papers' tables; README, "Datasets"):
 - 19: the standard Cityscapes trainIds.
 - 16: the SYNTHIA benchmark classes (19 without terrain, truck, train).
 - 13: the 16 without wall, fence, pole (DADA's mIoU*).
 - 7: DADA's categories (Table 2), following SPIGAN.
 - 11: AT/DT's shared classes. Two choices the paper leaves open are fixed here:
-  'vehicle' is car + motorcycle, as in the official code's table (REFERENCE.md; the paper
+  'vehicle' is car + motorcycle, as in the official code's cityscapes2carla table (the paper
   text also names bicycle, which the official code ignores: we follow the code so that
   scores compare with the published ones), and 'person' is person only (rider is
   ignored, as in the official code).

@@ -1,4 +1,4 @@
-"""Mapillary Vistas v1.2, read from the official layout (REFERENCE.md, "Datasets and label encodings").
+"""Mapillary Vistas v1.2, read from the official layout (README, "Datasets").
 
 Used by DADA as a target domain (SYNTHIA -> Vistas, 7 classes, Table 2).
 
@@ -56,7 +56,7 @@ VISTAS_CLASSES = (
 
 CLASSES_7 = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
 
-# DADA's 7 categories (REFERENCE.md, "7 classes") from the Vistas names. The table is the one of
+# DADA's 7 categories (DADA Table 2) from the Vistas names. The table is the one of
 # DADA's official dada/dataset/mapillary.py (MAPILLARY_2_CITYSCAPES, written there with the
 # config's readable names), so scores compare with the published 67.6 / 55.8 mIoU. Two of its
 # entries differ from the Cityscapes 7-class map: terrain is 'flat' (Cityscapes: nature) and the

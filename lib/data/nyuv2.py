@@ -1,7 +1,7 @@
 """NYU Depth v2, labelled subset (1449 frames, official 795 train / 654 test split).
 
 Used by UM-Adapt (indoor target, PBRS -> NYUv2: depth, semantic, normals) and HeadFreeze
-(SUNCG -> NYUv2: normals with a semantic anchor). REFERENCE.md: depth in metres, 13 or 40
+(SUNCG -> NYUv2: normals with a semantic anchor). Labels: depth in metres, 13 or 40
 classes, surface normals estimated from depth.
 
 The official file is one MATLAB v7.3 .mat; tools/prepare_nyuv2.py exports it once to LAYOUT:

@@ -1,7 +1,7 @@
 """Synscapes (Wrenninge and Unger 2018): SemiMTL's synthetic domain (Table 3).
 
 Official layout (synscapes.on.liu.se, "Features"): img/rgb/[1-25000].png (1440x720),
-img/class/[1-25000].png (single-channel Cityscapes labelIds, REFERENCE.md), img/depth/[1-25000].exr
+img/class/[1-25000].png (single-channel Cityscapes labelIds), img/depth/[1-25000].exr
 (planar depth in metres, OpenEXR channel "Z"), img/instance, img/rgb-2k, meta/[1-25000].json.
 Only img/rgb, img/class and img/depth are read.
 

@@ -1,4 +1,4 @@
-"""SYNTHIA-RAND-CITYSCAPES (REFERENCE.md, "Datasets and label encodings"): DADA's source domain.
+"""SYNTHIA-RAND-CITYSCAPES (README, "Datasets"): DADA's source domain.
 
 Files, as unpacked from the official RAND_CITYSCAPES archive (put under DATA_ROOT/synthia):
 - RGB/0000000.png: the image.
@@ -13,7 +13,7 @@ Splits: SYNTHIA has no official split and DADA trains on all 9,400 images, so `t
 image. `val` is the last VAL_SIZE images in sorted file-name order, for monitoring only: it is
 a subset of `train` (DADA selects and reports on the target domain, never on SYNTHIA).
 
-Focal length 847.630 px (REFERENCE.md, AT/DT's value), used by --focal-ref.
+Focal length 847.630 px (AT/DT's official code, eval_task.py), used by --focal-ref.
 """
 import os
 

@@ -94,7 +94,7 @@ def hflip(sample):
 
 
 def photometric_jitter(image, p=0.5, gamma=(0.8, 1.2), brightness=(0.5, 2.0), colour=(0.8, 1.2)):
-    """AT/DT's augmentation (official code, REFERENCE.md): with probability p, a random gamma,
+    """AT/DT's augmentation (official ICCV code, core/input.py): with probability p, a random gamma,
     brightness and per-channel colour gain together, then clip to [0, 1]."""
     if random.random() >= p:
         return image
