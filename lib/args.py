@@ -167,6 +167,14 @@ def _show(value):
     return str(value)
 
 
+def _as_flag(dest, value):
+    """How the value would be typed: --flag V, --flag / --no-flag for switches, unset for None."""
+    flag = "--" + dest.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    return f"{flag} {'unset' if value is None else _show(value)}"
+
+
 def is_procedural(name):
     """The embedded benchmark's datasets need no files (lib/data: proc-a, proc-b)."""
     return name is None or str(name).startswith("proc-")
@@ -193,7 +201,7 @@ def apply_preset(args, presets, datasets, log=print):
     if log is not None and os.environ.get("RANK", "0") == "0":   # once under torchrun
         how = f"auto -> {chosen}" if args.preset == "auto" else chosen
         given = [d for d in presets if d in explicit]
-        log(f"preset {how}: " + " ".join(f"--{k.replace('_', '-')} {_show(v)}" for k, v in applied.items())
+        log(f"preset {how}: " + " ".join(_as_flag(k, v) for k, v in applied.items())
             + (f" (given: {' '.join('--' + d.replace('_', '-') for d in given)})" if given else ""),
             flush=True)
     return args

@@ -45,6 +45,7 @@ def test_sem_to_dep_gives_the_semantic_network_the_short_schedule():
 def test_no_arguments_resolve_to_the_cpu_run():
     args, lines = resolve(train_tasks, [])
     assert args.preset_resolved == "cpu" and lines[0].startswith("preset auto -> cpu:")
+    assert " --no-focal-at-eval " in lines[0] and " --n1-iters unset " in lines[0]   # as typed
     assert (args.backbone, args.size, args.batch_size, args.lr, args.iters) == ("resnet18", [64, 128], 4, 1e-3, 250)
     assert (args.decoder_width, args.save_every, args.focal_at_eval, args.edges) == (64, 250, False, "compute")
     assert train_tasks.net_iters(args) == (250, 250)
