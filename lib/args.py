@@ -206,11 +206,3 @@ def apply_preset(args, presets, datasets, log=print):
             flush=True)
     return args
 
-
-def preset_table(presets):
-    """Markdown rows `flag | paper | source | cpu` (used by the README and --help readers)."""
-    rows = ["| flag | paper | source | cpu |", "|---|---|---|---|"]
-    for dest, (paper, source, cpu) in presets.items():
-        shown = "depends on the tasks" if callable(paper) else _show(paper)
-        rows.append(f"| `--{dest.replace('_', '-')}` | {shown} | {source} | {_show(cpu)} |")
-    return "\n".join(rows)
