@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from lib import engine, losses
 from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
-from lib.data import build_dataset, data_options, get_entry, require_labels
+from lib.data import build_dataset, data_options, get_entry, require_labels, resolve_classes
 from lib.data.transforms import denormalize
 from lib.evaluation import evaluate_model
 from lib.models import UpsampleDecoder, build_model, model_spec
@@ -300,6 +300,7 @@ def main(args):
     apply_preset(args, PRESETS, [args.src, args.tgt])
     args.output_dir = args.output_dir or os.path.join("runs", "train_tasks")
     check_args(args)
+    args.classes = resolve_classes([(args.src, "--src"), (args.tgt, "--tgt")], args.classes)
     logger = engine.setup_run(args, SCRIPT)
     need_aux = ["edges"] if args.aux == "edge" else []
     data_a = build_dataset(args.src, "train", args.size, args.data_root, args.seed, args.proc_length,

@@ -20,7 +20,7 @@ import torch
 
 from lib import engine
 from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
-from lib.data import build_dataset, data_options, get_entry, require_labels
+from lib.data import build_dataset, data_options, get_entry, require_labels, resolve_classes
 from lib.evaluation import evaluate_model
 from lib.models import build_model, model_spec
 from lib.models.encdec import decode
@@ -214,6 +214,7 @@ def print_table(rows, args):
 def main(args):
     ckpt = load_stage1(args)
     apply_preset(args, PRESETS, [args.src, args.tgt])
+    args.classes = resolve_classes([(args.src, "--src"), (args.tgt, "--tgt")], args.classes)
     args.output_dir = args.output_dir or os.path.join("runs", "train_transfer")
     sup = args.supervised_g
     train_name, train_role = (args.tgt, "--tgt") if sup else (args.src, "--src")

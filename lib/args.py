@@ -84,6 +84,8 @@ def add_common_args(parser):
     g.add_argument("--output-dir", default=None, help="run folder (default: runs/<script>)")
     g.add_argument("--resume", default=None,
                    help="checkpoint to continue from, or 'auto' for OUTPUT_DIR/checkpoint.pth")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --output-dir that holds a run (default: refuse)")
     g.add_argument("--stop-at", type=int, default=None, metavar="ITER",
                    help="checkpoint and exit after iteration ITER without finishing (time-limited "
                         "jobs); continue later with --resume auto")

@@ -8,6 +8,7 @@ non-finite-loss stop. Scripts wire these together; they do not re-implement them
 import contextlib
 import datetime
 import json
+import math
 import os
 import random
 import sys
@@ -380,10 +381,21 @@ def atomic_save(obj, path):
         torch.save(obj, tmp)
 
 
+def strict_json(obj):
+    """obj with NaN / inf floats as None, so the JSON it becomes is strict (null, not NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
 def write_json(obj, path):
-    """Write JSON, atomically."""
+    """Write strict JSON, atomically."""
     with atomic_write(path) as tmp, open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=str)
+        json.dump(strict_json(obj), f, indent=2, default=str, allow_nan=False)
 
 
 def json_args(args):
@@ -467,32 +479,58 @@ def resume_path(args):
 
 # ----------------------------------------------------------------------------- logging
 def setup_run(args, script):
-    """Distributed set-up, seeding, the run folder and args.json; returns a RunLogger."""
+    """Distributed set-up, seeding and the run folder's checks; returns a RunLogger, whose
+    start() writes args.json once data and models are built (a failed start leaves nothing)."""
     init_distributed(args)
     if args.output_dir is None:
         args.output_dir = os.path.join("runs", script.removesuffix(".py"))
+    check_run_folder(args)
     seed_everything(args.seed + args.rank, getattr(args, "deterministic", False))
+    args.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    return RunLogger(args.output_dir, args.iters, getattr(args, "log_every", 20), args)
+
+
+def check_run_folder(args):
+    """Refuse to start over a run already in --output-dir unless --resume or --overwrite says
+    what to do with it; --overwrite starts a fresh log.jsonl and forgets the old metrics."""
+    found = [f for f in ("metrics.json", "checkpoint.pth")
+             if os.path.isfile(os.path.join(args.output_dir, f))]
+    if not found or getattr(args, "resume", None):
+        return
+    if not getattr(args, "overwrite", False):
+        state = "finished" if "metrics.json" in found else "started"
+        raise UserError(f"{args.output_dir} holds a {state} run ({found[0]}): continue it with "
+                        "--resume auto, replace it with --overwrite, or choose another --output-dir")
     if is_main():
-        os.makedirs(args.output_dir, exist_ok=True)
-        write_json(json_args(args), os.path.join(args.output_dir, "args.json"))
-    return RunLogger(args.output_dir, args.iters, getattr(args, "log_every", 20))
+        for name in ("metrics.json", "log.jsonl"):
+            path = os.path.join(args.output_dir, name)
+            if os.path.isfile(path):
+                os.remove(path)
 
 
 class RunLogger:
-    """Console progress (rate, ETA, peak memory) and log.jsonl, on rank 0 only."""
+    """Console progress (rate, ETA, peak memory) and log.jsonl, on rank 0 only. Every record
+    carries the run id and the time, so the segments of a resumed run can be told apart."""
 
-    def __init__(self, output_dir, total_iters, log_every=20):
+    def __init__(self, output_dir, total_iters, log_every=20, args=None):
         self.path = os.path.join(output_dir, "log.jsonl")
         self.total, self.every = total_iters, max(1, log_every)
         self.t0, self.start_it = time.time(), 0
+        self.args = args
+        self.run_id = getattr(args, "run_id", None)
 
     def start(self, iteration):
-        """Call once before the loop (after a resume) so the rate counts only this run."""
+        """Call once before the loop (after a resume): writes the run folder and args.json, and
+        makes the rate count only this run's steps."""
+        if is_main() and self.args is not None:
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            write_json(json_args(self.args), os.path.join(self.args.output_dir, "args.json"))
         self.t0, self.start_it = time.time(), iteration
 
     def step(self, iteration, scalars, lr=None):
-        """Log iteration (1-based count of finished iterations) every `log_every` steps."""
-        if iteration % self.every and iteration != self.total:
+        """Log iteration (1-based count of finished iterations): the first of this run, then
+        every `log_every` steps and the last."""
+        if iteration % self.every and iteration != self.total and iteration != self.start_it + 1:
             return
         scalars = all_reduce_mean(scalars)
         if not is_main():
@@ -509,10 +547,12 @@ class RunLogger:
                     "it_per_s": rate})
 
     def write(self, record):
-        """Append one JSON object to log.jsonl (rank 0 only)."""
+        """Append one strict JSON object, stamped with the run id and time, to log.jsonl."""
         if is_main():
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            stamp = {"run": self.run_id, "time": datetime.datetime.now().isoformat(timespec="seconds")}
             with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(json.dumps(strict_json({**record, **stamp}), allow_nan=False) + "\n")
 
 
 class NonFiniteLoss(UserError):

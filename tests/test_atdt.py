@@ -267,6 +267,31 @@ def test_real_layouts_carla_to_cityscapes(tmp_path):
     assert ev["dataset"] == "cityscapes" and ev["mIoU"] == pytest.approx(metrics["target"]["atdt"]["mIoU"])
 
 
+def test_carla_to_cityscapes_resolves_one_class_map_before_training(tmp_path):
+    """Without --classes, CARLA (11 classes) and Cityscapes (19 by default) used to train to the
+    end and fail in the final table; the run's one map (11, the only shared one) is fixed first,
+    and a map one dataset lacks stops the run before any folder is written."""
+    import numpy as np
+    from test_data_driving import H, W, carla_tree, cityscapes_tree
+    for split in ("train", "val"):
+        carla_tree(tmp_path, split, n=2)
+        cityscapes_tree(tmp_path, split, frames=("aachen/aachen_000000_000019",),
+                        disparity=np.full((H, W), 6401))
+    argv = ["--src", "carla", "--tgt", "cityscapes", "--data-root", str(tmp_path), "--preset", "cpu",
+            "--resize", "32", "48", "--size", "32", "48", "--batch-size", "1", "--workers", "0",
+            "--device", "cpu", "--decoder-width", "16", "--iters", "1", "--task1", "semantic",
+            "--task2", "depth"]
+    metrics = train_tasks.main(train_tasks.get_args_parser().parse_args(
+        argv + ["--output-dir", str(tmp_path / "s1")]))
+    ckpt = torch.load(tmp_path / "s1" / "checkpoint.pth", weights_only=True)
+    assert ckpt["model_specs"]["n1"]["kwargs"]["tasks"] == {"semantic": 11} and ckpt["args"]["classes"] == 11
+    assert len(metrics["n1"]["target"]["per_class"]) == 11            # Cityscapes scored on 11
+    with pytest.raises(engine.UserError, match="--classes 19: --src carla has the class maps 11"):
+        train_tasks.main(train_tasks.get_args_parser().parse_args(
+            argv + ["--classes", "19", "--output-dir", str(tmp_path / "bad")]))
+    assert not (tmp_path / "bad").exists()
+
+
 def test_bench_times_both_stages(tmp_path):
     """tools/bench.py --only atdt1 atdt2 runs the scripts' own train_step functions."""
     import sys

@@ -450,3 +450,30 @@ def test_register_and_build_dataset(tiny, monkeypatch):
         build_dataset(Tiny.key, "test", data_root=data_root)
     with pytest.raises(UserError, match="--data-root"):
         build_dataset(Tiny.key, "val")
+
+
+# ----------------------------------------------------------------------------- one class map a run
+@pytest.mark.parametrize("datasets, classes, expected", [
+    ([("carla", "--src"), ("cityscapes", "--tgt")], None, 11),     # the only map both have
+    ([("gta5", "--src"), ("cityscapes", "--tgt")], None, 19),      # the shared default
+    ([("synthia", "--src"), ("mapillary", "--tgt")], None, 7),
+    ([("cityscapes", "--src"), ("synthia", "--tgt")], 16, 16),
+    ([("kitti_depth", "--src"), ("nyuv2", "--tgt")], None, 13),    # no semantic labels: no say
+    ([("proc-a", "--src"), ("proc-b", "--tgt")], None, 11),
+])
+def test_resolve_classes_picks_one_map_for_the_run(datasets, classes, expected):
+    from lib.data import resolve_classes
+    assert resolve_classes(datasets, classes) == expected
+
+
+@pytest.mark.parametrize("datasets, classes, message", [
+    ([("cityscapes", "--src"), ("synthia", "--tgt")], None,
+     r"--src cityscapes \(19, 16, 13, 7, 11\) and --tgt synthia \(16, 7\) share the class maps 16, 7: "
+     r"choose one with --classes"),
+    ([("carla", "--src"), ("cityscapes", "--tgt")], 19, "--classes 19: --src carla has the class maps 11"),
+    ([("nyuv2", "--src"), ("cityscapes", "--tgt")], None, "share no class map"),
+])
+def test_resolve_classes_errors_name_the_flag_and_candidates(datasets, classes, message):
+    from lib.data import resolve_classes
+    with pytest.raises(UserError, match=message):
+        resolve_classes(datasets, classes)

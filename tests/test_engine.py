@@ -1,5 +1,6 @@
 """The engine: resumable data streams, exact resume, DDP equivalence, AMP, errors."""
 import argparse
+import json
 import os
 
 import pytest
@@ -232,3 +233,64 @@ def test_environment_detection_torchrun_and_slurm(monkeypatch):
     monkeypatch.setenv("SLURM_LOCALID", "1")
     args = engine.init_distributed(argparse.Namespace(device="cpu"))
     assert (args.rank, args.world_size, args.local_rank) == (3, 1, 1)
+
+
+# ----------------------------------------------------------------------------- run folders
+def _run_args(out, **kw):
+    base = dict(output_dir=str(out), resume=None, overwrite=False, seed=0, iters=3, log_every=2,
+                device="cpu")
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_a_finished_or_started_run_is_not_overwritten_silently(tmp_path):
+    (tmp_path / "metrics.json").write_text("{}")
+    with pytest.raises(engine.UserError, match=r"holds a finished run \(metrics.json\): continue it "
+                                               r"with --resume auto, replace it with --overwrite"):
+        engine.setup_run(_run_args(tmp_path), "x.py")
+    (tmp_path / "metrics.json").unlink()
+    (tmp_path / "checkpoint.pth").write_bytes(b"")
+    with pytest.raises(engine.UserError, match="holds a started run"):
+        engine.setup_run(_run_args(tmp_path), "x.py")
+    args = _run_args(tmp_path)
+    args.resume = "auto"
+    engine.setup_run(args, "x.py")                                  # continuing is allowed
+
+
+def test_overwrite_starts_a_fresh_log_and_forgets_old_metrics(tmp_path):
+    (tmp_path / "metrics.json").write_text('{"mIoU": 1}')
+    (tmp_path / "log.jsonl").write_text('{"iter": 9}\n')
+    args = _run_args(tmp_path, overwrite=True)
+    logger = engine.setup_run(args, "x.py")
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "log.jsonl").exists()
+    logger.start(0)
+    logger.write({"iter": 1})
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_failed_start_leaves_no_run_folder(tmp_path):
+    """args.json is written when the loop starts: a run stopped by bad data leaves nothing."""
+    engine.setup_run(_run_args(tmp_path / "run"), "x.py")
+    assert not (tmp_path / "run").exists()
+
+
+def test_log_records_are_stamped_strict_and_start_at_the_first_step(tmp_path, capsys):
+    args = _run_args(tmp_path / "run")
+    logger = engine.setup_run(args, "x.py")
+    logger.start(0)
+    for it in (1, 2, 3):
+        logger.step(it, {"loss": float("nan") if it == 3 else 1.0})
+    printed = [line.split("]")[0] for line in capsys.readouterr().out.splitlines()]
+    assert printed == ["[1/3", "[2/3", "[3/3"]                      # first, every 2nd, last
+    records = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
+    assert [r["iter"] for r in records] == [1, 2, 3]
+    assert all(r["run"] == args.run_id and "T" in r["time"] for r in records)
+    assert records[2]["loss"] is None                              # strict JSON: null, not NaN
+    saved = json.load(open(tmp_path / "run" / "args.json"))
+    assert saved["run_id"] == args.run_id
+
+
+def test_write_json_is_strict(tmp_path):
+    engine.write_json({"a": float("nan"), "b": [1.0, float("inf")], "c": {"d": 2.5}}, tmp_path / "m.json")
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.0, None], "c": {"d": 2.5}}

@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from lib import engine, losses  # noqa: E402
 from lib.args import add_common_args, new_parser, parse  # noqa: E402
-from lib.data import build_dataset, data_options, get_entry  # noqa: E402
+from lib.data import build_dataset, data_options, get_entry, resolve_classes  # noqa: E402
 from lib.evaluation import evaluate_model  # noqa: E402
 from lib.models import build_model, model_spec  # noqa: E402
 
@@ -75,6 +75,7 @@ def score(model, val, args, amp):
 
 
 def main(args):
+    args.classes = resolve_classes([(args.src, "--src"), (args.tgt, "--tgt")], args.classes)
     logger = engine.setup_run(args, SCRIPT)
     train_set = build_dataset(args.src, "train", args.size, args.data_root, args.seed,
                               args.proc_length, labels=args.tasks, role="--src", train=True,

@@ -130,6 +130,39 @@ def require_labels(name, needed, role="--src"):
                         f"this script needs from {role}; choose another {role}")
 
 
+def resolve_classes(datasets, classes=None):
+    """The one class map of a run, fixed before anything trains: --classes when every dataset
+    with semantic labels has it, else their shared default, else the only map they share.
+
+    datasets: (name, flag) pairs, e.g. [("carla", "--src"), ("cityscapes", "--tgt")]; those
+    without semantic labels, or whose maps come from their files (folder), do not constrain."""
+    sets = {}
+    for name, flag in datasets:
+        entry = get_entry(name, flag)
+        if "semantic" in entry.labels and entry.class_sets:
+            sets.setdefault(name, (flag, entry.class_sets))
+    if classes is not None:
+        for name, (flag, have) in sets.items():
+            if classes not in have:
+                raise UserError(f"--classes {classes}: {flag} {name} has the class maps "
+                                f"{', '.join(map(str, have))}; choose one they all have")
+        return classes
+    if not sets:
+        return None
+    first = [have[0] for _, have in sets.values()]
+    if len(set(first)) == 1:
+        return first[0]
+    maps = [have for _, have in sets.values()]
+    common = [c for c in maps[0] if all(c in have for have in maps[1:])]
+    names = " and ".join(f"{flag} {name} ({', '.join(map(str, have))})" for name, (flag, have) in sets.items())
+    if len(common) == 1:
+        return common[0]
+    if not common:
+        raise UserError(f"{names} share no class map: their semantic labels cannot be compared")
+    raise UserError(f"{names} share the class maps {', '.join(map(str, common))}: choose one "
+                    "with --classes")
+
+
 def build_dataset(name, split, size=(128, 256), data_root=None, seed=0, length=None,
                   labels=ALL_LABELS, role="--src/--tgt", root=None, **options):
     """Build split `split` of dataset `name` yielding the sample dict of the README ("Datasets").
