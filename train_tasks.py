@@ -253,7 +253,7 @@ def train_step(net, critic, a, b, optims, amp, args, it):
         out = net(a["image"], b["image"], phase)
         terms = stage1_losses(out, a, b, args, critic)
     total = sum(terms.values())
-    values = engine.check_finite({"loss": total, **terms}, it, list(a["name"]) + list(b["name"]))
+    values = engine.check_finite({"loss": total, **terms}, it + 1, list(a["name"]) + list(b["name"]))
     amp.backward(total)
     stepped = [optims[k] for k in ("n1", "n2") if phase in ("both", k)]
     if critic is not None and "f1" in out:

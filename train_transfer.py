@@ -161,7 +161,7 @@ def train_step(atdt, g, n2, batch, optimizer, amp, it):
         f1, f2 = atdt.encoder(x)["layer4"], n2.forward_features(x)
     with amp.autocast():
         loss = torch.nn.functional.mse_loss(g(f1).float(), f2.float())
-    values = engine.check_finite({"transfer": loss}, it, batch["name"])
+    values = engine.check_finite({"transfer": loss}, it + 1, batch["name"])
     optimizer.zero_grad(set_to_none=True)
     amp.backward(loss)
     amp.step([optimizer])
@@ -177,7 +177,7 @@ def supervised_g_step(atdt, g, batch, optimizer, amp, it, args):
     with amp.autocast():
         pred = decode(atdt.decoders, g(f1), x.shape[-2:], atdt.depth_scale)[args.task2]
     loss = task_loss(args.task2, pred.float(), batch, args)
-    values = engine.check_finite({"supervised_" + args.task2: loss}, it, batch["name"])
+    values = engine.check_finite({"supervised_" + args.task2: loss}, it + 1, batch["name"])
     optimizer.zero_grad(set_to_none=True)
     amp.backward(loss)
     amp.step([optimizer])

@@ -98,19 +98,38 @@ def add_common_args(parser):
 
 
 def check_common_args(args):
-    """Reject flag values that would fail later with an obscure error."""
-    if args.iters <= 0:
-        raise SystemExit(f"--iters must be positive, got {args.iters}")
-    if args.batch_size <= 0:
-        raise SystemExit(f"--batch-size must be positive, got {args.batch_size}")
-    if args.size is not None and min(args.size) <= 0:
-        raise SystemExit(f"--size H W must be positive, got {args.size}")
+    """Reject flag values that would fail later with an obscure error (one line each)."""
+    from lib.engine import UserError
+    positive = ("iters", "batch_size", "proc_length", "eval_batches", "log_every")
+    for name in positive:
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    for name in ("workers", "stop_at", "save_every", "eval_every"):
+        value = getattr(args, name, None)
+        if value is not None and value < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be 0 or more, got {value}")
+    if getattr(args, "lr", None) is not None and not args.lr > 0:
+        raise UserError(f"--lr must be positive, got {args.lr}")
+    for name in ("size", "resize"):
+        value = getattr(args, name, None)
+        if value is not None and min(value) <= 0:
+            raise UserError(f"--{name} H W must be positive, got {value}")
+    out = getattr(args, "output_dir", None)
+    if out and os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--output-dir {out} is a file, not a folder")
     return args
 
 
 def parse(parser, argv=None):
-    """Parse argv (None: sys.argv) and check the shared flags."""
-    return check_common_args(parser.parse_args(argv))
+    """Parse argv (None: sys.argv) and check the shared flags; a bad value is one `error:`
+    line and exit code 2, as argparse's own errors."""
+    from lib.engine import UserError
+    args = parser.parse_args(argv)
+    try:
+        return check_common_args(args)
+    except UserError as err:
+        parser.exit(2, f"error: {err}\n")
 
 
 def new_parser(description, add_help=True):

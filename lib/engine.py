@@ -10,6 +10,7 @@ import datetime
 import json
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -30,8 +31,17 @@ def cli(main, args):
     try:
         return main(args)
     except (UserError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def one_line(err):
+    """The message of an error, without the worker traceback a DataLoader wraps it in."""
+    text = str(err).strip()
+    qual = f"{type(err).__module__}.{type(err).__qualname__}: "
+    if "Original Traceback" in text and qual in text:   # raised in a DataLoader worker
+        text = text[text.rfind(qual) + len(qual):]
+    return text
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -57,6 +67,9 @@ def init_distributed(args):
     args.local_rank = local if local is not None else args.rank
     args.distributed = args.world_size > 1
     args.device = pick_device(getattr(args, "device", None), args.local_rank)
+    if getattr(args, "sync_bn", False) and args.device.type != "cuda":
+        raise UserError("--sync-bn needs CUDA (torch's SyncBatchNorm runs on GPUs only); drop it "
+                        "on the CPU, where each process normalises with its own batch")
     if args.distributed and not dist.is_initialized():
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         os.environ.setdefault("MASTER_PORT", "29500")
@@ -365,14 +378,55 @@ def atomic_write(path):
     """Yield a temporary path beside `path`, renamed onto it only if the block succeeds:
     a reader never sees a half-written file; the pid keeps concurrent writers apart."""
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    _remove_stale_temps(path)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         yield tmp
+        with open(tmp, "rb+") as f:   # on disk before the rename: a power cut cannot leave
+            os.fsync(f.fileno())      # a renamed but empty file
         os.replace(tmp, path)
+        _fsync_dir(folder)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _remove_stale_temps(path):
+    """Temporary files of `path` left by writers that were killed (their process is gone)."""
+    folder, base = os.path.split(os.path.abspath(path))
+    for name in os.listdir(folder):
+        pid = name[len(base) + 4:] if name.startswith(base + ".tmp") else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            try:
+                os.remove(os.path.join(folder, name))
+            except FileNotFoundError:
+                pass   # another process cleaned it first
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(folder):
+    """Make the rename itself durable (best effort: not every platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_save(obj, path):
@@ -431,11 +485,15 @@ def load_checkpoint(path, script=None, flag="--resume"):
         raise UserError(f"checkpoint not found: {path} (check {flag})")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:   # objects a safe load refuses: not one of ours
+        raise UserError(f"{path} is not a checkpoint of this repository (it holds Python objects "
+                        f"a safe load refuses); pass a checkpoint.pth written by its scripts to {flag}") from None
     except Exception as err:  # a truncated or foreign file: say which, not a pickle trace
-        raise UserError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
-    if not isinstance(ckpt, dict) or "script" not in ckpt or "models" not in ckpt:
-        raise UserError(f"{path} is not a checkpoint of this repository (no 'script'/'models' "
-                        f"keys); pass a checkpoint.pth written by one of its scripts to {flag}")
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise UserError(f"cannot read checkpoint {path} ({flag}): {type(err).__name__}: {first}") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in ("script", "models", "args", "rng")):
+        raise UserError(f"{path} is not a checkpoint of this repository (no 'script'/'models'/"
+                        f"'args'/'rng' keys); pass a checkpoint.pth written by one of its scripts to {flag}")
     if script is not None and ckpt["script"] != script:
         raise UserError(f"{path} was written by {ckpt['script']}, not {script}; pass a checkpoint "
                         f"of {script} to {flag} (or a fresh --output-dir)")
@@ -447,7 +505,14 @@ def restore(ckpt, *, models, optimizers=None, schedulers=None, amp=None, loaders
     for name, model in models.items():
         if name not in ckpt["models"]:
             raise UserError(f"checkpoint has no model {name!r} (it has {sorted(ckpt['models'])})")
-        unwrap(model).load_state_dict(ckpt["models"][name], strict=True)
+        try:
+            unwrap(model).load_state_dict(ckpt["models"][name], strict=True)
+        except RuntimeError as err:   # another architecture: torch lists every key, say it once
+            lines = [ln.strip() for ln in str(err).strip().splitlines()]
+            first = lines[1] if len(lines) > 1 else lines[0]   # the first mismatch torch names
+            raise UserError(f"the checkpoint's {name!r} does not fit this model ({first[:160]}): "
+                            "resume with the run's own --backbone and model flags "
+                            "(its args.json), or start a new --output-dir") from None
     for group, objs in (("optimizers", optimizers), ("schedulers", schedulers), ("loaders", loaders)):
         for name, obj in (objs or {}).items():
             obj.load_state_dict(ckpt[group][name])
@@ -525,7 +590,19 @@ class RunLogger:
         if is_main() and self.args is not None:
             os.makedirs(self.args.output_dir, exist_ok=True)
             write_json(json_args(self.args), os.path.join(self.args.output_dir, "args.json"))
+        if is_main() and iteration and os.path.isfile(self.path):
+            self._drop_after(iteration)
         self.t0, self.start_it = time.time(), iteration
+
+    def _drop_after(self, iteration):
+        """A resumed run replays the steps after its checkpoint: drop their old records, so
+        log.jsonl holds each iteration once."""
+        with open(self.path) as f:
+            lines = [ln for ln in f if ln.strip()]
+        keep = [ln for ln in lines if json.loads(ln).get("iter", 0) <= iteration]
+        if len(keep) != len(lines):
+            with atomic_write(self.path) as tmp, open(tmp, "w") as f:
+                f.writelines(keep)
 
     def step(self, iteration, scalars, lr=None):
         """Log iteration (1-based count of finished iterations): the first of this run, then
@@ -560,7 +637,9 @@ class NonFiniteLoss(UserError):
 
 
 def check_finite(losses, iteration, names=()):
-    """Stop with the step, every loss term and the batch's sample names if any term is not finite."""
+    """Stop with the step, every loss term and the batch's sample names if any term is not finite.
+
+    iteration: the 1-based count of the step, as the console and log.jsonl number it."""
     # One device-to-host copy for all terms: a sync per term would stall the GPU.
     device = next((v.device for v in losses.values() if torch.is_tensor(v)), "cpu")
     stacked = torch.stack([torch.as_tensor(v, device=device).detach().float().reshape(())

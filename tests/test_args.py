@@ -26,7 +26,22 @@ def test_defaults_are_the_embedded_run():
     (["--iters", "0"], "--iters must be positive"),
     (["--batch-size", "-1"], "--batch-size must be positive"),
     (["--size", "0", "64"], "--size H W must be positive"),
+    (["--proc-length", "0"], "--proc-length must be positive"),
+    (["--eval-batches", "0"], "--eval-batches must be positive"),
+    (["--workers", "-1"], "--workers must be 0 or more"),
+    (["--stop-at", "-1"], "--stop-at must be 0 or more"),
+    (["--lr", "-1"], "--lr must be positive"),
 ])
-def test_bad_values_stop_with_the_flag_named(argv, message):
-    with pytest.raises(SystemExit, match=message):
+def test_bad_values_stop_with_one_error_line_and_code_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
         parse(add_common_args(argparse.ArgumentParser()), argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err == f"error: {err[7:]}" and message in err
+    assert err.count("\n") == 1
+
+
+def test_output_dir_naming_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "f").write_text("")
+    with pytest.raises(SystemExit):
+        parse(add_common_args(argparse.ArgumentParser()), ["--output-dir", str(tmp_path / "f")])
+    assert "is a file, not a folder" in capsys.readouterr().err

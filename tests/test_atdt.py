@@ -428,3 +428,10 @@ def test_focal_at_eval_learns_metres_and_stores_the_focal_of_a(tmp_path, monkeyp
     assert atdt.depth_focal == pytest.approx(f_a) and f_a != camera("b", (32, 64)).focal
     with pytest.raises(engine.UserError, match="exclude each other"):
         stage1(tmp_path / "s3", "--focal-at-eval", "--focal-ref", "500", iters=1)
+
+
+def test_a_non_finite_loss_names_the_step_as_the_log_counts_it(tmp_path, monkeypatch):
+    real = train_tasks.task_loss
+    monkeypatch.setattr(train_tasks, "task_loss", lambda *a: real(*a) * float("nan"))
+    with pytest.raises(engine.NonFiniteLoss, match=r"non-finite loss at iteration 1: loss=nan"):
+        stage1(tmp_path, iters=2)

@@ -154,6 +154,17 @@ def test_checkpoint_from_another_script_is_refused(tmp_path):
         engine.load_checkpoint(str(tmp_path / "foreign.pth"))
     with pytest.raises(engine.UserError, match="not found"):
         engine.load_checkpoint(str(tmp_path / "missing.pth"))
+    # A pickle with objects a safe load refuses: one line, without torch's weights_only advice.
+    torch.save({"script": "x", "models": {}, "obj": argparse.Namespace()}, tmp_path / "obj.pth")
+    with pytest.raises(engine.UserError) as err:
+        engine.load_checkpoint(str(tmp_path / "obj.pth"))
+    assert "not a checkpoint of this repository" in str(err.value)
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["rng"]
+    torch.save(ckpt, tmp_path / "norng.pth")
+    with pytest.raises(engine.UserError, match="no 'script'/'models'/'args'/'rng' keys"):
+        engine.load_checkpoint(str(tmp_path / "norng.pth"))
 
 
 def test_restore_is_strict(tmp_path):
@@ -161,8 +172,9 @@ def test_restore_is_strict(tmp_path):
     engine.save_checkpoint(path, script="s", iteration=2, args=_args(),
                            models={"model": torch.nn.Linear(2, 2)})
     ckpt = engine.load_checkpoint(path, "s")
-    with pytest.raises(RuntimeError, match="size mismatch|Missing|Unexpected"):
+    with pytest.raises(engine.UserError, match="does not fit this model .*size mismatch.*--backbone") as err:
         engine.restore(ckpt, models={"model": torch.nn.Linear(3, 2)})
+    assert "\n" not in str(err.value)
     with pytest.raises(engine.UserError, match="no model 'disc'"):
         engine.restore(ckpt, models={"disc": torch.nn.Linear(2, 2)})
 
@@ -180,10 +192,23 @@ class NoBNNet(torch.nn.Module):
         return self.head(torch.relu(self.conv(x)).mean((2, 3)))[:, 0]
 
 
-def _train_tiny(args, iters, batch_size):
+class BNNet(NoBNNet):
+    """NoBNNet with a BatchNorm after the conv: every real model here has one."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.conv(x))).mean((2, 3)))[:, 0]
+
+
+def _train_tiny(args, iters, batch_size, net=NoBNNet, bn_eval=False):
     """The engine's loop, as a method script writes it, on RandomDict."""
     engine.seed_everything(0)  # same init on every rank
-    model = engine.prepare_model(NoBNNet(), args)
+    model = engine.prepare_model(net(), args)
+    if bn_eval:
+        model.eval()           # BN normalises with its running statistics, not the batch's
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     sched = engine.poly_scheduler(opt, iters)
     amp = engine.Amp("off", args.device)
@@ -204,19 +229,31 @@ def _ddp_worker(rank, port, out):
     torch.set_num_threads(1)
     args = engine.init_distributed(argparse.Namespace(seed=0, workers=0, device="cpu"))
     assert args.distributed and torch.distributed.get_backend() == "gloo"
-    weights = _train_tiny(args, iters=6, batch_size=2)
+    weights = {"nobn": _train_tiny(args, iters=6, batch_size=2),
+               "bn_eval": _train_tiny(args, iters=6, batch_size=2, net=BNNet, bn_eval=True),
+               "bn_train": _train_tiny(args, iters=6, batch_size=2, net=BNNet)}
     if rank == 0:
         torch.save(weights, out)
     engine.cleanup_distributed()
 
 
 def test_two_process_gloo_ddp_equals_single_process(tmp_path, free_port):
+    """N processes of batch B equal one of batch N*B without BN or with BN in eval mode; with
+    BN in train mode each process normalises with its own B samples, so they differ (README,
+    "Distributed"; --sync-bn on CUDA shares the statistics)."""
     out = str(tmp_path / "ddp.pth")
     mp.spawn(_ddp_worker, args=(free_port, out), nprocs=2, join=True)
-    ddp = torch.load(out, weights_only=True)
+    runs = torch.load(out, weights_only=True)
+    ddp = runs["nobn"]
     single = _train_tiny(_args(), iters=6, batch_size=4)  # same global batch: 2 x 2
     for k in single:
         torch.testing.assert_close(ddp[k], single[k], rtol=1e-5, atol=1e-6)
+    frozen = _train_tiny(_args(), iters=6, batch_size=4, net=BNNet, bn_eval=True)
+    for k in frozen:
+        torch.testing.assert_close(runs["bn_eval"][k], frozen[k], rtol=1e-5, atol=1e-6)
+    per_batch = _train_tiny(_args(), iters=6, batch_size=4, net=BNNet)
+    diff = (runs["bn_train"]["conv.weight"] - per_batch["conv.weight"]).norm()
+    assert diff / per_batch["conv.weight"].norm() > 1e-3
     # and the run really trained: the weights moved away from their initialisation
     engine.seed_everything(0)
     init = NoBNNet().state_dict()
@@ -294,3 +331,75 @@ def test_write_json_is_strict(tmp_path):
     text = (tmp_path / "m.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"a": None, "b": [1.0, None], "c": {"d": 2.5}}
+
+
+# ----------------------------------------------------------------------------- writes and errors
+def test_stale_temp_files_of_killed_writers_are_removed(tmp_path):
+    """A writer killed mid-write leaves TARGET.tmp<PID>; the next write of TARGET removes it
+    (its process is gone) and keeps a live writer's temp file and other files alone."""
+    dead = mp.get_context("spawn").Process(target=int)
+    dead.start()
+    dead.join()
+    stale = tmp_path / f"checkpoint.pth.tmp{dead.pid}"
+    stale.write_bytes(b"x" * 10)
+    live = tmp_path / f"checkpoint.pth.tmp{os.getppid()}"
+    live.write_bytes(b"y")
+    other = tmp_path / f"model.pth.tmp{dead.pid}"
+    other.write_bytes(b"z")
+    engine.atomic_save({"a": 1}, tmp_path / "checkpoint.pth")
+    assert not stale.exists() and live.exists() and other.exists()
+    assert torch.load(tmp_path / "checkpoint.pth", weights_only=True) == {"a": 1}
+
+
+def test_atomic_write_syncs_the_file_before_the_rename(tmp_path, monkeypatch):
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(engine.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(engine.os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b))[1])
+    engine.write_json({"a": 1}, tmp_path / "m.json")
+    assert calls[:2] == ["fsync", "replace"]
+
+
+def test_sync_bn_on_the_cpu_is_one_line():
+    args = _args(sync_bn=True, device="cpu")
+    with pytest.raises(engine.UserError, match="--sync-bn needs CUDA"):
+        engine.init_distributed(args)
+
+
+class _BadSample(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        from lib.data.base import DataError
+        raise DataError(f"/data/x/{i}.png: corrupt PNG")
+
+
+def test_an_error_in_a_dataloader_worker_is_one_line(capsys):
+    """DataLoader wraps a worker's exception with its traceback; cli prints the original."""
+    loader = engine.InfiniteLoader(_BadSample(), 2, _args(workers=1))
+
+    def main(_):
+        next(loader)
+    with pytest.raises(SystemExit) as stop:
+        engine.cli(main, None)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: /data/x/") and err.endswith("corrupt PNG\n")
+    assert err.count("\n") == 1
+
+
+def test_a_resumed_log_holds_each_iteration_once(tmp_path):
+    args = argparse.Namespace(output_dir=str(tmp_path), resume=None, overwrite=False, seed=0,
+                              iters=6, log_every=1, device="cpu")
+    logger = engine.setup_run(args, "x.py")
+    logger.start(0)
+    for it in range(1, 6):             # killed after logging 5, its last checkpoint at 3
+        logger.step(it, {"loss": 1.0})
+    args.resume = "auto"
+    logger = engine.setup_run(args, "x.py")
+    logger.start(3)
+    for it in range(4, 7):
+        logger.step(it, {"loss": 2.0})
+    records = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    assert [r["iter"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in records] == [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]

@@ -42,7 +42,7 @@ def train_step(model, batch, optimizer, amp, args, iteration):
         preds = model(batch["image"])
     terms = {t: losses.supervised_loss(t, preds[t].float(), batch[t]) for t in args.tasks}
     total = sum(terms.values())
-    values = engine.check_finite({"loss": total, **terms}, iteration, batch["name"])
+    values = engine.check_finite({"loss": total, **terms}, iteration + 1, batch["name"])
     optimizer.zero_grad(set_to_none=True)
     amp.backward(total)
     amp.step([optimizer])
