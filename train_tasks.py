@@ -270,7 +270,7 @@ def train_step(net, critic, a, b, optims, amp, args, it):
 
 
 def evaluate_stage1(net, args, amp, nc):
-    """N1 on A and B (T1), N2 on A (T2): validation splits, last model (README, "The engine": model selection)."""
+    """N1 on A and B (T1), N2 on A (T2): validation splits, last model (docs/design.md, "Model selection")."""
     def score(model, name, task):
         data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length,
                              labels=[task], **data_options(args, "src" if name == args.src else "tgt"))

@@ -307,7 +307,7 @@ def save_best(path, iteration, metrics, g):
 
 def load_best(path):
     """best_g.pth of a resumed run. If a crash fell between it and checkpoint.pth, the resumed
-    steps replay exactly (README, "Checkpoints") and reach the same G and score again."""
+    steps replay exactly (docs/design.md, "The engine") and reach the same G and score again."""
     if not os.path.isfile(path):
         return {"metrics": None, "iteration": None, "g": None}
     return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,10 +1,10 @@
-"""The one flag vocabulary shared by every training script (README, "The engine").
+"""The one flag vocabulary shared by every training script (docs/design.md, "One vocabulary of flags").
 
 Scripts call `add_common_args(parser)` and then change what differs with
 `parser.set_defaults(...)`, so `--src`, `--iters`, `--amp` ... mean the same thing everywhere
 and shell loops over scripts keep working.
 
-Presets (README, "Presets"): each script declares one table at its top,
+Presets (docs/design.md, "Presets"): each script declares one table at its top,
 
     PRESETS = {  # flag dest: (paper value, its source, cpu value)
         "lr": (1e-4, "official code train_task.py", 1e-3), ...}

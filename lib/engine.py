@@ -1,4 +1,4 @@
-"""The engine every training script shares (README, "The engine").
+"""The engine every training script shares (docs/design.md, "The engine").
 
 One pattern each for: distributed set-up (torchrun / SLURM, NCCL on CUDA, gloo on CPU),
 AMP (one GradScaler shared by several optimizers), seeding, resumable data streams,
@@ -462,7 +462,7 @@ def json_args(args):
 
 def save_checkpoint(path, *, script, iteration, args, models, optimizers=None, schedulers=None,
                     amp=None, loaders=None, model_specs=None, extra=None):
-    """The one checkpoint schema (README, "Checkpoints"): everything `--resume` needs, written atomically."""
+    """The one checkpoint schema (docs/design.md, "The engine"): everything `--resume` needs, written atomically."""
     state = {
         "format": CHECKPOINT_VERSION, "script": script, "iteration": iteration,
         "args": json_args(args),

@@ -1,6 +1,6 @@
 """Training losses shared by every method: segmentation, depth, normals, features, adversarial.
 
-Conventions (the sample contract, README "Datasets"):
+Conventions (docs/design.md, "The sample contract"):
 - dense predictions are BxCxHxW, integer labels BxHxW with 255 = ignore;
 - "mask" arguments are bool tensors that select the pixels a loss is averaged over;
 - every loss returns a 0-dim tensor that stays connected to the graph even when no pixel is

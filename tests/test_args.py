@@ -1,11 +1,11 @@
-"""The shared flag vocabulary (README, "The engine"): every script speaks the same flags."""
+"""The shared flag vocabulary (docs/design.md, "One vocabulary of flags"): every script speaks the same flags."""
 import argparse
 
 import pytest
 
 from lib.args import add_common_args, parse
 
-# The flags every training script must share (README, "The engine").
+# The flags every training script must share (docs/design.md, "One vocabulary of flags").
 VOCABULARY = ("--src --tgt --data-root --backbone --pretrained --size --batch-size --iters --lr "
               "--workers --device --amp --channels-last --seed --deterministic --output-dir "
               "--resume --eval-every --save-every").split()

@@ -1,7 +1,7 @@
 """Driving datasets (cityscapes, synthia, carla, gta5, synscapes) read from tiny official trees.
 
 Each test writes the files itself into pytest's tmp_path, with the official names, bit depths
-and encodings of the README ("Datasets"), and checks the decoded values
+and encodings of docs/reference.md ("Datasets"), and checks the decoded values
 against numbers worked out by hand: class indices through every class map, depth in metres,
 16-bit channels, split membership and the errors on bad input.
 """

@@ -1,4 +1,4 @@
-"""tools/make_edges.py and tools/check_dataset.py on a tiny tree written here.
+"""tools/make_edges.py, tools/check_dataset.py and tools/show_dataset.py on tiny trees written here.
 
 The dataset is test-local (`Tree`, registered for the test with monkeypatch.setitem), so
 these tests depend on neither the other dataset modules nor any download. The tools run
@@ -23,11 +23,13 @@ from lib.data.base import (
     read_gray,
     read_png16,
 )
+from lib import engine
 from lib.edges import detect_edges
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import check_dataset
 import make_edges
+import show_dataset
 
 H, W = 8, 12
 LUT = np.array([255, 0, 1, 2], dtype=np.int64)     # raw id 0 = void, 1..3 -> classes 0..2
@@ -261,9 +263,15 @@ def test_check_missing_split_and_missing_root(tree, tmp_path, capsys):
     data_root, root, _ = tree
     os.rename(os.path.join(root, "images", "val"), os.path.join(root, "images", "val_old"))
     status, report, text = check(data_root, capsys, tmp_json=str(tmp_path / "r.json"))
-    assert status == 1 and report["splits"]["train"]["checked"] == 3
+    # Not asked for: a split that is not on disk is reported, not a problem.
+    assert status == 0 and report["splits"]["train"]["checked"] == 3
     assert os.path.join(root, "images", "val") in report["splits"]["val"]["error"]
+    assert report["not_present"] == {"splits": ["val"], "labels": {}}
+    assert "[val] not present: missing folder" in text
     assert check(data_root, capsys, "--splits", "train")[0] == 0
+    status, report, text = check(data_root, capsys, "--splits", "train", "val",
+                                 tmp_json=str(tmp_path / "r.json"))
+    assert status == 1 and report["problems"][0].startswith("val: cannot be opened: missing folder")
     status, _, text = check(str(tmp_path / "elsewhere"), capsys)
     assert status == 2 and "tree/depth/{split}/{city}/*_mm.png" in text
     assert check(data_root, capsys, "--classes", "19")[0] == 2
@@ -277,3 +285,158 @@ def test_check_procedural(capsys, tmp_path):
     assert val["samples"] == val["checked"] == 2 and val["image_sizes"] == {"16x32": 2}
     assert sum(val["class_pixels"].values()) == 2 * 16 * 32 and "road" in val["class_pixels"]
     assert val["normals"]["other"] == 0 and 0 < val["depth"]["valid"] < val["depth"]["pixels"]
+
+
+# ----------------------------------------------------------------------------- a semantic-only Cityscapes
+# leftImg8bit + gtFine, no disparity/ or camera/, no train_extra: the everyday download.
+CS_H, CS_W = 4, 6
+CS_FRAMES = {"train": ["aachen/aachen_000000_000019", "bonn/bonn_000000_000019"],
+             "val": ["lindau/lindau_000000_000019"], "test": ["berlin/berlin_000000_000019"]}
+
+
+def cs_ids():
+    """labelIds: rows 0-1 road (7), row 2 car (26), row 3 unlabeled (0): 12 / 6 / 6 pixels."""
+    ids = np.zeros((CS_H, CS_W), np.uint8)
+    ids[:2], ids[2] = 7, 26
+    return ids
+
+
+@pytest.fixture
+def cityscapes(tmp_path):
+    """(DATA_ROOT, cityscapes root) of a semantic-only download (gtFine/test as placeholders)."""
+    base = tmp_path / "data" / "cityscapes"
+    for split, stems in CS_FRAMES.items():
+        for i, stem in enumerate(stems):
+            image = base / "leftImg8bit" / split / f"{stem}_leftImg8bit.png"
+            label = base / "gtFine" / split / f"{stem}_gtFine_labelIds.png"
+            for path in (image, label):
+                path.parent.mkdir(parents=True, exist_ok=True)
+            rgb = np.random.default_rng(i).integers(0, 256, (CS_H, CS_W, 3), dtype=np.uint8)
+            Image.fromarray(rgb).save(image)
+            Image.fromarray(cs_ids()).save(label)
+    return str(tmp_path / "data"), str(base)
+
+
+def write_depth_files(root, split, stem):
+    """A disparity PNG (p = 257: d = 1 px) and a camera json (b = 0.5 m, fx = 1000 px): 500 m."""
+    disparity = os.path.join(root, "disparity", split, stem + "_disparity.png")
+    camera = os.path.join(root, "camera", split, stem + "_camera.json")
+    for path in (disparity, camera):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(np.full((CS_H, CS_W), 257, np.uint16)).save(disparity)
+    with open(camera, "w") as f:
+        json.dump({"extrinsic": {"baseline": 0.5}, "intrinsic": {"fx": 1000.0}}, f)
+    return disparity
+
+
+def check_cs(data_root, capsys, tmp_path, *extra):
+    """check_dataset on the Cityscapes tree: (status, report, text)."""
+    out = str(tmp_path / "cs.json")
+    status = check_dataset.main(["cityscapes", "--data-root", data_root, "--json", out, *extra])
+    printed = capsys.readouterr()
+    return status, load_json(out) if os.path.isfile(out) else None, printed.out + printed.err
+
+
+def test_check_semantic_only_cityscapes_is_clean(cityscapes, tmp_path, capsys):
+    data_root, root = cityscapes
+    status, report, text = check_cs(data_root, capsys, tmp_path)
+    assert status == 0 and report["problems"] == [] and "no problems found" in text
+    assert report["not_present"] == {"splits": ["train_extra"],
+                                     "labels": {"depth": ["train", "val", "test"]}}
+    train = report["splits"]["train"]
+    assert train["labels"] == ["semantic", "edges"] and train["checked"] == 2
+    assert train["unavailable"]["depth"]["absent"] is True
+    assert os.path.join(root, "disparity", "train") in train["unavailable"]["depth"]["reason"]
+    pixels = train["class_pixels"]                                   # 19 classes, by name
+    assert (pixels["road"], pixels["car"], pixels["sky"]) == (2 * 12, 2 * 6, 0)
+    assert train["ignore_pixels"] == 2 * 6 and train["unknown_id_pixels"] == 0
+    assert report["splits"]["test"]["labels"] == ["edges"]           # test labels are private
+    assert "depth not present" in text
+    assert "not present on disk (not checked; not a problem): depth labels (train, val, test); " \
+           "split train_extra" in text
+
+
+def test_check_labels_asked_for_must_be_present(cityscapes, tmp_path, capsys):
+    data_root, root = cityscapes
+    status, report, text = check_cs(data_root, capsys, tmp_path, "--labels", "depth", "--splits", "val")
+    assert status == 1
+    assert report["problems"] == [f"val: no depth labels: missing folder {root}/disparity/val "
+                                  "(depth: disparity)"]
+    assert report["not_present"] == {"splits": [], "labels": {}}
+    status, report, _ = check_cs(data_root, capsys, tmp_path, "--labels", "semantic", "--splits", "val")
+    assert status == 0 and report["splits"]["val"]["labels"] == ["semantic"]
+
+
+def test_check_unknown_label_flag_is_a_one_line_error(cityscapes, capsys):
+    data_root, _ = cityscapes
+    assert check_dataset.main(["cityscapes", "--data-root", data_root, "--labels", "normals"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: dataset 'cityscapes' has no normals labels (--labels); it has "
+                   "semantic, depth, edges\n")
+
+
+def test_check_partial_depth_download_is_a_problem(cityscapes, tmp_path, capsys):
+    """disparity/ and camera/ exist but one train frame has none: a broken download."""
+    data_root, root = cityscapes
+    write_depth_files(root, "train", CS_FRAMES["train"][0])
+    for split in ("val", "test"):
+        for stem in CS_FRAMES[split]:
+            write_depth_files(root, split, stem)
+    status, report, text = check_cs(data_root, capsys, tmp_path, "--splits", "train", "val")
+    missing = os.path.join(root, "disparity", "train", CS_FRAMES["train"][1] + "_disparity.png")
+    assert status == 1 and len(report["problems"]) == 1
+    assert report["problems"][0].startswith("train: no depth labels: ") and missing in report["problems"][0]
+    assert report["splits"]["train"]["unavailable"]["depth"]["absent"] is False
+    val = report["splits"]["val"]                                    # 0.5 x 1000 / 1 = 500 m
+    assert val["depth"]["min"] == val["depth"]["max"] == pytest.approx(500.0)
+    assert val["depth"]["valid"] == CS_H * CS_W
+
+
+def test_check_split_asked_for_must_be_present(cityscapes, tmp_path, capsys):
+    data_root, root = cityscapes
+    status, report, _ = check_cs(data_root, capsys, tmp_path, "--splits", "train_extra")
+    assert status == 1
+    assert report["problems"] == [f"train_extra: cannot be opened: missing folder "
+                                  f"{root}/leftImg8bit/train_extra (images)"]
+
+
+def _show(argv):
+    return show_dataset.main(show_dataset.get_args_parser().parse_args([str(a) for a in argv]))
+
+
+def test_show_semantic_only_cityscapes(cityscapes, tmp_path, capsys):
+    data_root, _ = cityscapes
+    out = tmp_path / "cs.png"
+    _show(["--datasets", "cityscapes", "--data-root", data_root, "--split", "val", "--num", "3",
+           "--size", CS_H, CS_W, "--out", out])
+    text = capsys.readouterr().out
+    assert "cityscapes val: depth not present (missing folder" in text
+    assert f"wrote {out} (1 rows)" in text
+    with Image.open(out) as img:                    # image | semantic | edges, 2-px padding
+        assert img.size == (3 * CS_W + 4 * 2, CS_H + 2 * 2)
+        panel = np.asarray(img.convert("RGB"))
+    tile = panel[2:2 + CS_H, 2 + CS_W + 2:2 + 2 * CS_W + 2]        # the semantic tile
+    assert (tile[0] == tile[0, 0]).all() and not (tile[0, 0] == tile[2, 0]).all()
+
+
+def test_show_labels_asked_for_must_be_present(cityscapes, tmp_path):
+    data_root, root = cityscapes
+    argv = ["--datasets", "cityscapes", "--data-root", data_root, "--labels", "semantic", "depth",
+            "--size", CS_H, CS_W, "--out", tmp_path / "x.png"]
+    with pytest.raises(DataError, match="missing folder .*disparity/train"):
+        _show(argv)
+    with pytest.raises(SystemExit) as exc:          # through the CLI wrapper: exit status 2
+        engine.cli(show_dataset.main, show_dataset.get_args_parser().parse_args(
+            [str(a) for a in argv]))
+    assert exc.value.code == 2 and not (tmp_path / "x.png").exists()
+    _show(argv[:4] + ["--labels", "semantic"] + argv[7:])
+    assert (tmp_path / "x.png").exists()
+
+
+def test_show_partial_depth_download_stops(cityscapes, tmp_path):
+    data_root, root = cityscapes
+    write_depth_files(root, "train", CS_FRAMES["train"][0])
+    missing = os.path.join(root, "disparity", "train", CS_FRAMES["train"][1] + "_disparity.png")
+    with pytest.raises(DataError, match=missing):
+        _show(["--datasets", "cityscapes", "--data-root", data_root, "--size", CS_H, CS_W,
+               "--out", tmp_path / "x.png"])

@@ -54,8 +54,9 @@ def test_mean_and_sample_std(runs, capsys):
     assert std == pytest.approx(math.sqrt(0.005))  # sqrt((0.05^2 * 2) / 1)
     out = capsys.readouterr().out
     assert "| group | runs | semantic.mIoU | depth.abs_rel |" in out
-    assert "52 ± 2 (n=3)" in out
-    assert "38.8 (n=1)" in out and "| - |" in out  # baseline has no depth
+    # Fixed decimals (2 for a percentage, 3 for an error); (n=K) only where runs are missing.
+    assert f"| {Path(by_group['atdt']['group'])} | 3 | 52.00 ± 2.00 | 0.350 ± 0.071 (n=2) |" in out
+    assert f"| {Path(by_group['baseline']['group'])} | 1 | 38.80 | - |" in out
 
 
 def test_flattening_skips_non_numeric_and_per_class(runs):
@@ -70,7 +71,7 @@ def test_markdown_and_csv_files(runs, tmp_path):
     md, table = tmp_path / "out" / "t.md", tmp_path / "out" / "t.csv"
     seeds = sorted(runs.glob("*_seed*"))
     summarize.main(_args(*seeds, "--keys", "acc", "--md", md, "--csv", table))
-    assert "91 ± 1 (n=3)" in md.read_text()
+    assert "| 3 | 91.00 ± 1.00 |" in md.read_text()
     with open(table, newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["group", "runs", "semantic.acc_mean", "semantic.acc_std", "semantic.acc_n"]
@@ -120,3 +121,63 @@ def test_key_matching_uses_whole_parts():
     assert summarize.key_matches("semantic", "semantic.mIoU")
     assert summarize.key_matches("depth.abs_rel", "val.depth.abs_rel")
     assert not summarize.key_matches("rel", "depth.abs_rel")
+
+
+@pytest.mark.parametrize("key, stats, runs, cell", [
+    ("target.mIoU", (18.894, 2.7449, 3), 3, "18.89 ± 2.74"),
+    ("depth.a1", (56.8, 3.851, 3), 3, "56.80 ± 3.85"),
+    ("target.abs_rel", (0.26666, 0.01555, 3), 3, "0.267 ± 0.016"),
+    ("rmse", (12.3244, 0.5171, 3), 3, "12.324 ± 0.517"),
+    ("normals.median", (7.126, 0.5, 2), 2, "7.13 ± 0.50"),
+    ("target.per_class.road", (88.6355, 0.0, 2), 3, "88.64 ± 0.00 (n=2)"),
+    ("iteration", (1000.0, 0.0, 3), 3, "1000 ± 0"),
+    ("semantic.mIoU", (38.8, math.nan, 1), 1, "38.80"),
+    ("semantic.mIoU", (38.8, math.nan, 1), 2, "38.80 (n=1)"),
+    ("semantic.mIoU", (math.nan, math.nan, 0), 2, "-"),
+])
+def test_cells_in_the_readme_style(key, stats, runs, cell):
+    assert summarize.format_cell(stats, key, runs) == cell
+
+
+def test_evaluate_output_folders_are_not_runs(tmp_path, capsys):
+    """eval-<dataset>-<split>/ and <pred-dir>-eval/ hold a metrics.json but are not training runs."""
+    for seed, miou in [(0, 40.0), (1, 44.0)]:
+        run = _write_run(tmp_path, f"runs/atdt_seed{seed}", {"target": {"mIoU": miou}})
+        _write_run(run, "eval-proc-b-val", {"dataset": "proc-b", "mIoU": 99.0})
+    _write_run(tmp_path, "runs/preds-eval", {"dataset": "proc-b", "mIoU": 1.0})
+    rows = summarize.main(_args(tmp_path / "runs"))
+    assert [(Path(r["group"]).name, r["runs"]) for r in rows] == [("atdt", 2)]
+    assert rows[0]["target.mIoU"][:2] == (42.0, pytest.approx(2 * math.sqrt(2)))
+    assert "mIoU" not in [k for k in rows[0]]                      # the eval files' own key
+    named = tmp_path / "runs" / "atdt_seed0" / "eval-proc-b-val"
+    assert summarize.main(_args(named))[0]["mIoU"][0] == 99.0      # named: included
+    capsys.readouterr()
+
+
+def test_per_class_columns_are_named_after_the_classes(tmp_path, capsys):
+    """Names come from the run's datasets (args.json): proc-b's 11 classes on the target,
+    Cityscapes' 19 on the source; a null IoU (class absent) is left out of its mean."""
+    target = [[80.0, 50.0, None] + [10.0] * 8, [90.0, 40.0, 6.0] + [20.0] * 8]
+    for seed in (0, 1):
+        run = _write_run(tmp_path, f"atdt_seed{seed}",
+                         {"target": {"mIoU": 30.0, "per_class": target[seed]},
+                          "source": {"per_class": [float(c) for c in range(19)]}})
+        (run / "args.json").write_text(json.dumps({"src": "cityscapes", "tgt": "proc-b"}))
+    rows = summarize.main(_args(tmp_path, "--per-class", "--keys", "per_class"))
+    row = rows[0]
+    assert row["target.per_class.road"][:2] == (85.0, pytest.approx(math.sqrt(50)))
+    mean, std, n = row["target.per_class.wall"]
+    assert (mean, n) == (6.0, 1) and math.isnan(std)
+    assert row["target.per_class.sky"][0] == 15.0                   # the 11th AT/DT class
+    assert row["source.per_class.bicycle"][0] == 18.0               # the 19th Cityscapes class
+    out = capsys.readouterr().out
+    assert "| target.per_class.road |" in out and "| 85.00 ± 7.07 |" in out
+    assert "| 6.00 (n=1) |" in out
+
+
+def test_class_names_by_dataset_and_length():
+    assert summarize.dataset_class_names("nyuv2", 13)[0] == "bed"
+    assert summarize.dataset_class_names("cityscapes", 13)[0] == "road"   # DADA's 13 (mIoU*)
+    assert summarize.dataset_class_names("mapillary", 7)[-1] == "vehicle"
+    assert summarize.dataset_class_names("proc-b", 19) is None          # wrong length: indices
+    assert summarize.dataset_class_names("folder", 3) is None

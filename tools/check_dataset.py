@@ -1,8 +1,8 @@
 """Check a downloaded dataset: layout, readable files, label encodings and value ranges.
 
 The first thing to run after downloading a dataset. Every split is built through the
-dataset registry exactly as training builds it (the official layout and encodings of
-README, "Datasets"), every sample is decoded at its native size,
+dataset registry exactly as training builds it (the official layouts and encodings of
+docs/reference.md), every sample is decoded at its native size,
 and the tool reports per split:
 
   samples          how many the split has, and how many were checked (--max-samples)
@@ -17,18 +17,27 @@ and the tool reports per split:
   cached edges     how many samples have edges written by tools/make_edges.py (the others
                    get them computed on the fly)
 
+Labels and splits that are not on disk at all are reported as "not present", not as
+problems: a semantic-only Cityscapes (leftImg8bit + gtFine, no disparity/ or camera/) and a
+download without train_extra are normal downloads. A label counts as not present when its
+own folder is missing (nothing of it was downloaded); a label folder that exists but lacks
+some files is a problem. Name what you need with --labels / --splits, and its absence
+becomes a problem too.
+
 Procedural datasets (proc-a, proc-b) have no files: their samples are rendered at --size
 and the same counts and ranges are reported.
 
 Usage:
     python tools/check_dataset.py cityscapes --data-root DATA
     python tools/check_dataset.py cityscapes --data-root DATA --splits train val --classes 16
+    python tools/check_dataset.py cityscapes --data-root DATA --labels semantic depth
     python tools/check_dataset.py synthia --data-root DATA --max-samples 500 --json synthia.json
     python tools/check_dataset.py proc-a --max-samples 20
 
-Exit status: 0 clean; 1 problems found (listed at the end; a split that is not there is
-one: pass --splits to check only the splits you downloaded); 2 nothing could be checked
-(unknown dataset, bad flag, missing dataset folder: the expected layout is printed).
+Exit status: 0 clean (everything present is readable and well-formed); 1 problems found
+(listed at the end: missing or unreadable files, unknown ids, or a split / label named by
+--splits / --labels that is not on disk); 2 nothing could be checked (unknown dataset, bad
+flag, missing dataset folder: the expected layout is printed).
 """
 import argparse
 import math
@@ -61,6 +70,9 @@ def get_args_parser(add_help=True):
     parser.add_argument("--root", default=None,
                         help="the dataset's own folder (default: DATA_ROOT/<its folder>)")
     parser.add_argument("--splits", nargs="+", default=None, help="splits to check (default: all)")
+    parser.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
+                        help="labels to check (default: every label the dataset has on disk); a label "
+                        "named here and not on disk is a problem")
     parser.add_argument("--classes", type=int, default=None, help="class map to count (default: the first)")
     parser.add_argument("--max-samples", type=int, default=None,
                         help="samples checked per split, evenly spaced over it (default: all)")
@@ -276,49 +288,74 @@ def class_names(ds, entry, classes):
     return list(names) if names is not None and len(names) == classes else None
 
 
-def open_for_check(entry, root, split, args):
-    """(dataset with every label this split can give, {label: why not}).
+def open_for_check(entry, root, split, args, labels):
+    """(dataset with every requested label this split can give, {label: why not}).
 
-    Not every split has every label (Cityscapes' test labels are private, train_extra has no
-    fine labels): when the split does not open with all labels, each label is tried alone.
-    Raises DataError when the split does not open even without labels."""
+    Not every split has every label (Cityscapes' test labels are private, a semantic-only
+    download has no disparity): when the split does not open with all labels, each label is
+    tried alone and the others are described by `unavailable_reason`. Raises DataError when
+    the split does not open even without labels."""
     proc = entry.folder is None
     # Procedural splits are virtual: their length is what gets rendered (at most the split's own).
     length = min(args.max_samples, PROCEDURAL_SPLITS[split]) if proc and args.max_samples else None
 
-    def build(labels):
-        return open_split(entry, root, split, args.size, labels, length=length, classes=args.classes)
+    def build(labs):
+        return open_split(entry, root, split, args.size, labs, length=length, classes=args.classes)
     try:
-        return build(entry.labels), {}
+        return build(labels), {}
     except DataError:
-        build(())
+        bare = build(())
+    image = bare.records[0]["image"] if getattr(bare, "records", None) else None
     have, unavailable = [], {}
-    for lab in entry.labels:
+    for lab in labels:
         try:
             build((lab,))
             have.append(lab)
         except DataError as exc:
-            unavailable[lab] = str(exc)
+            unavailable[lab] = unavailable_reason(str(exc), root, image)
     return build(tuple(have)), unavailable
 
 
-def names_missing_path(message, root):
-    """Whether an error names a path under the dataset root that does not exist: missing files
-    are a problem, a label a split lacks by design (a message naming no such path) is not."""
-    for match in re.finditer(re.escape(root) + r"[^\s:;,()'\"]*", message):
-        if not os.path.exists(match.group(0)):
-            return True
-    return False
+def missing_paths(message, root):
+    """Paths under the dataset root that an error names and that do not exist."""
+    found = (m.group(0) for m in re.finditer(re.escape(root) + r"[^\s:;,()'\"]*", message))
+    return [path for path in found if not os.path.exists(path)]
+
+
+def absent_on_disk(path, image):
+    """Whether a missing label path has no folder of its own on disk: its nearest existing
+    ancestor also holds the split's images (the dataset root, or a split folder holding images
+    and labels side by side). Then nothing of that label was downloaded, which is a choice
+    (a semantic-only Cityscapes has no disparity/), not damage; a label whose own folder
+    exists but lacks files is a broken download."""
+    if image is None:
+        return False
+    ancestor = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    image_dir = os.path.dirname(os.path.abspath(image))
+    return os.path.commonpath([ancestor, image_dir]) == ancestor
+
+
+def unavailable_reason(message, root, image=None):
+    """Why a label did not open: the message, whether it names missing files, and whether the
+    label is absent on disk altogether ("not present": information unless it was asked for).
+    A message naming no missing path is a label the split lacks by design (private labels)."""
+    missing = missing_paths(message, root) if root else []
+    return {"reason": message, "missing_files": bool(missing),
+            "absent": bool(missing) and all(absent_on_disk(p, image) for p in missing)}
 
 
 def check_split(entry, root, split, args):
-    """Summary dict of one split, or {"error": message} when it cannot be opened."""
+    """Summary dict of one split, or {"error": message, "absent": bool} when it cannot be opened
+    (absent: its images are not on disk at all, e.g. Cityscapes' train_extra not downloaded)."""
     proc = entry.folder is None
+    wanted = tuple(args.labels or entry.labels)
     try:
-        ds, unavailable = open_for_check(entry, root, split, args)
+        ds, unavailable = open_for_check(entry, root, split, args, wanted)
     except DataError as exc:
-        return {"error": str(exc)}
-    labels = list(entry.labels if proc else ds.want)
+        return {"error": str(exc), "absent": bool(root) and bool(missing_paths(str(exc), root))}
+    labels = list(wanted if proc else ds.want)
     classes = entry.num_classes if proc else ds.classes
     stats = SplitStats(classes if "semantic" in labels else None)
     if proc:
@@ -327,18 +364,26 @@ def check_split(entry, root, split, args):
         check_file_split(ds, stats, args.max_samples)
     out = stats.summary(class_names(ds, entry, classes))
     out["classes"], out["labels"] = classes, labels
-    out["unavailable"] = {lab: {"reason": msg, "missing_files": names_missing_path(msg, root)}
-                          for lab, msg in unavailable.items()}
+    out["unavailable"] = unavailable
     return out
 
 
 # ----------------------------------------------------------------------------- report
-def problems_of(split, s):
-    """One line per problem found in a split summary."""
+def is_problem(u, label, asked):
+    """Whether an unavailable label is a problem: files missing from a label that is on disk,
+    or a label the command asked for (--labels) that is not on disk. A label absent on disk and
+    not asked for is information, and so is one a split lacks by design."""
+    return u["missing_files"] and (not u["absent"] or label in asked)
+
+
+def problems_of(split, s, asked_labels=(), asked_split=False):
+    """One line per problem found in a split summary; `asked_*`: named by --labels / --splits."""
     if "error" in s:
+        if s["absent"] and not asked_split:
+            return []
         return [f"{split}: cannot be opened: {first_line(s['error'])}"]
     out = [f"{split}: no {lab} labels: {first_line(u['reason'])}"
-           for lab, u in s["unavailable"].items() if u["missing_files"]]
+           for lab, u in s["unavailable"].items() if is_problem(u, lab, asked_labels)]
     if s["errors"]:
         out.append(f"{split}: {s['errors']} samples with missing or unreadable files")
     if s.get("unknown_id_pixels"):
@@ -374,12 +419,15 @@ def _pct(n, total):
 def format_split(split, s):
     """The human-readable block of one split."""
     if "error" in s:
+        if s["absent"]:
+            return [f"[{split}] not present: {first_line(s['error'])}"]
         return [f"[{split}] not checked: {s['error']}"]
     lines = [f"[{split}] {s['samples']} samples, {s['checked']} checked"]
     row = "  {:<15} {}".format
     lines.append(row("image sizes", ", ".join(f"{k} ({v})" for k, v in s["image_sizes"].items()) or "-"))
     lines.append(row("labels", ", ".join(s["labels"]) or "-"))
-    lines += [row(f"no {lab}", first_line(u["reason"])) for lab, u in s["unavailable"].items()]
+    lines += [row(f"{lab} not present" if u["absent"] else f"no {lab}", first_line(u["reason"]))
+              for lab, u in s["unavailable"].items()]
     lines.append(row("errors", s["errors"]))
     lines += [f"    {msg}" for msg in s["first_errors"]]
     if "unknown_ids" in s:
@@ -417,17 +465,39 @@ def run(args):
     if unknown:
         raise UserError(f"dataset {args.name!r} has no split {', '.join(unknown)}; it has "
                         f"{', '.join(entry.splits)} (--splits)")
+    bad = [lab for lab in args.labels or () if lab not in entry.labels]
+    if bad:
+        raise UserError(f"dataset {args.name!r} has no {', '.join(bad)} labels (--labels); it has "
+                        f"{', '.join(entry.labels)}")
     if args.classes is not None and args.classes not in entry.class_sets:
         raise UserError(f"dataset {args.name!r} has no {args.classes}-class map (--classes); it has "
                         f"{', '.join(map(str, entry.class_sets)) or 'no semantic labels'}")
     root = resolve_root(args.name, entry, args.data_root, args.root)
     report = {"dataset": args.name, "root": root,
               "splits": {split: check_split(entry, root, split, args) for split in splits}}
-    report["problems"] = [p for split, s in report["splits"].items() for p in problems_of(split, s)]
+    asked_labels, asked_splits = tuple(args.labels or ()), tuple(args.splits or ())
+    report["problems"] = [p for split, s in report["splits"].items()
+                          for p in problems_of(split, s, asked_labels, split in asked_splits)]
+    report["not_present"] = not_present(report["splits"], asked_labels, asked_splits)
     return report, 1 if report["problems"] else 0
 
 
+def not_present(splits, asked_labels=(), asked_splits=()):
+    """What is absent on disk without being a problem: {"splits": [...], "labels": {label: [splits]}}."""
+    out = {"splits": [], "labels": {}}
+    for split, s in splits.items():
+        if "error" in s:
+            if s["absent"] and split not in asked_splits:
+                out["splits"].append(split)
+            continue
+        for lab, u in s["unavailable"].items():
+            if u["absent"] and lab not in asked_labels:
+                out["labels"].setdefault(lab, []).append(split)
+    return out
+
+
 def print_report(report):
+    """The per-split blocks, then the problems (or "no problems found") and what is not present."""
     where = report["root"] or "procedural, no files"
     print(f"== {report['dataset']} ({where}) ==")
     for split, s in report["splits"].items():
@@ -437,6 +507,11 @@ def print_report(report):
         print("\n".join(f"  - {p}" for p in report["problems"]))
     else:
         print("no problems found")
+    absent = report["not_present"]
+    parts = [f"{lab} labels ({', '.join(splits)})" for lab, splits in absent["labels"].items()]
+    parts += [f"split {split}" for split in absent["splits"]]
+    if parts:
+        print(f"not present on disk (not checked; not a problem): {'; '.join(parts)}")
 
 
 def main(argv=None):

@@ -1,10 +1,22 @@
 """Summarise metrics.json files of several runs as mean ± std over seeds.
 
-Runs that differ only by seed are grouped: by default a run's group is its folder path
-with a trailing ``_seed<N>``, ``-seed<N>`` or ``-s<N>`` removed, so runs/atdt_seed0 and
-runs/atdt_seed1 form the group runs/atdt. Nested metrics are flattened as ``a.b``;
-non-numeric values are skipped, and so are lists and ``per_class`` entries unless
---per-class is given. The std is the sample std (n - 1), empty when n = 1.
+One row per configuration: runs that differ only by seed are grouped. By default a run's
+group is its folder path with a trailing ``_seed<N>``, ``-seed<N>`` or ``-s<N>`` removed, so
+runs/atdt_seed0 and runs/atdt_seed1 form the group runs/atdt. Nested metrics are flattened
+as ``a.b``; non-numeric values (and null) are skipped, and so are lists and ``per_class``
+entries unless --per-class is given, which names each per-class IoU after its class
+(``target.atdt.per_class.road``; lib/data class tables, by the run's dataset and the list's
+length; indices when no table fits). The std is the sample std (n - 1).
+
+Cells read as in the README's tables, ``18.89 ± 2.74``, at fixed decimals: 2 for
+percentages (mIoU, acc, a1-a3, per-class IoU, ...) and angles in degrees, 3 for errors
+(abs_rel, sq_rel, rmse, rmse_log, log10), 4 significant digits for anything else. A single
+run shows its value alone; a cell over fewer runs than its row (a run without that metric,
+a null IoU) ends with ``(n=K)``. The CSV keeps full precision.
+
+Only training runs are collected when a folder is searched: evaluate.py's output folders
+(``eval-<dataset>-<split>/`` next to a checkpoint, ``<pred-dir>-eval/``) hold a metrics.json
+too, but are re-scorings of a run, not runs, and are skipped (name one to include it).
 
 Usage:
     python tools/summarize.py runs/atdt_seed0 runs/atdt_seed1 runs/atdt_seed2
@@ -24,23 +36,42 @@ import re
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 SEED_SUFFIX = re.compile(r"([_-]seed\d+|-s\d+)$")
+# Decimals per metric (the last part of a flattened key), as the README's tables print them.
+PERCENT = {"mIoU", "acc", "mean_acc", "a1", "a2", "a3", "pct_11_25", "pct_22_5", "pct_30"}
+DEGREES = {"mean", "median", "rmse_deg"}
+ERRORS = {"abs_rel", "sq_rel", "rmse", "rmse_log", "log10"}
+
+
+def is_eval_folder(name):
+    """Whether a folder name is one evaluate.py writes (eval-<dataset>-<split>, <pred-dir>-eval)."""
+    return name.startswith("eval-") or name.endswith("-eval")
 
 
 def find_metrics(folders):
-    """(metrics.json paths, folders without any): a folder's own file, else those below it."""
+    """(metrics.json paths, folders without any): a folder's own file, else the training runs
+    below it (evaluate.py's output folders are re-scorings, not runs: skipped)."""
     found, empty = [], []
     for folder in folders:
         own = Path(folder) / "metrics.json"
-        paths = [own] if own.is_file() else sorted(Path(folder).rglob("metrics.json"))
+        if own.is_file():
+            paths = [own]
+        else:
+            paths = [p for p in sorted(Path(folder).rglob("metrics.json"))
+                     if not any(is_eval_folder(part) for part in p.relative_to(folder).parts[:-1])]
         found += paths
         if not paths:
             empty.append(str(folder))
     return list(dict.fromkeys(found)), empty  # a run named twice counts once
 
 
-def flatten(metrics, per_class=False, prefix=""):
-    """Numeric leaves of a nested dict as {'a.b': value}; lists become 'a.<i>' if per_class."""
+def flatten(metrics, per_class=False, prefix="", names=None):
+    """Numeric leaves of a nested dict as {'a.b': value}; lists become 'a.<i>' if per_class.
+
+    names(key, length): class names for the list at `key` (or None): its entries are then
+    'a.per_class.<class>' rather than indices, so columns say which class they are."""
     flat = {}
     items = metrics.items() if isinstance(metrics, dict) else enumerate(metrics)
     for key, value in items:
@@ -50,10 +81,59 @@ def flatten(metrics, per_class=False, prefix=""):
         if isinstance(value, (int, float)):
             flat[name] = float(value)
         elif isinstance(value, dict) and (per_class or key != "per_class"):
-            flat.update(flatten(value, per_class, name + "."))
+            flat.update(flatten(value, per_class, name + ".", names))
         elif isinstance(value, list) and per_class:
-            flat.update(flatten(value, per_class, name + "."))
+            labels = names(name, len(value)) if names else None
+            if labels:
+                value = dict(zip(labels, value))
+            flat.update(flatten(value, per_class, name + ".", names))
     return flat
+
+
+def dataset_class_names(dataset, k):
+    """The k class names of a dataset's class map, from lib/data's tables (no files read).
+
+    Datasets with their own classes (procedural, NYUv2, ISPRS, Mapillary) first, then the
+    Cityscapes-derived maps of lib.data.labels by count; a `folder` dataset's names live in
+    its dataset.json, so it gets None (indices)."""
+    from lib.data import isprs, mapillary, nyuv2, procedural
+    from lib.data.labels import CLASS_NAMES
+    own = {"proc-a": procedural.CLASSES, "proc-b": procedural.CLASSES, "mapillary": mapillary.CLASSES_7,
+           "isprs_potsdam": isprs.CLASSES, "isprs_vaihingen": isprs.CLASSES}
+    if dataset == "nyuv2":
+        names = {13: nyuv2.CLASSES_13, 40: nyuv2.CLASSES_40}.get(k)
+    elif dataset == "folder":
+        names = None
+    else:
+        names = own.get(dataset, CLASS_NAMES.get(k))
+    return list(names) if names is not None and len(names) == k else None
+
+
+def run_datasets(run_dir, metrics):
+    """{'src', 'tgt', 'dataset'} of a run: its args.json, else what metrics.json records."""
+    found = {k: metrics.get(k) for k in ("src", "tgt", "dataset") if isinstance(metrics.get(k), str)}
+    try:
+        args = json.loads((Path(run_dir) / "args.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        args = {}
+    for k in ("src", "tgt"):
+        if isinstance(args.get(k), str):
+            found.setdefault(k, args[k])
+    return found
+
+
+def class_namer(datasets):
+    """names(key, length) for flatten: the block's dataset is the source's for keys under
+    'source' or 'selection_val' (scored on the source's val split), else the scored dataset
+    (evaluate.py's 'dataset') or the target's."""
+    def names(key, length):
+        first = key.split(".")[0]
+        if first in ("source", "selection_val"):
+            dataset = datasets.get("src")
+        else:
+            dataset = datasets.get("dataset") or datasets.get("tgt")
+        return dataset_class_names(dataset, length)
+    return names
 
 
 def group_name(run_dir, regex=None):
@@ -75,7 +155,11 @@ def load_runs(paths, per_class=False):
             metrics = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise SystemExit(f"error: cannot read {path}: {e}")
-        runs[path.parent] = flatten(metrics, per_class) if isinstance(metrics, dict) else {}
+        if not isinstance(metrics, dict):
+            runs[path.parent] = {}
+            continue
+        names = class_namer(run_datasets(path.parent, metrics)) if per_class else None
+        runs[path.parent] = flatten(metrics, per_class, names=names)
     return runs
 
 
@@ -125,21 +209,42 @@ def summarize(runs, keys, regex=None):
     return rows
 
 
-def format_cell(stats):
-    """'mean ± std (n=N)' with 4 significant digits; '-' when no run has the key."""
+def decimals(key):
+    """Fixed decimals of a metric, so a column lines up and compares with the README's tables:
+    2 for percentages (per-class IoU included) and degrees, 3 for errors, None otherwise."""
+    parts = key.split(".")
+    if parts[-1] in PERCENT or parts[-1] in DEGREES or "per_class" in parts[:-1]:
+        return 2
+    if parts[-1] in ERRORS:
+        return 3
+    return None
+
+
+def format_number(x, places):
+    """x at `places` decimals, or 4 significant digits when the metric has no fixed format."""
+    return f"{x:.4g}" if places is None else f"{x:.{places}f}"
+
+
+def format_cell(stats, key="", runs=None):
+    """'mean ± std' as in the README; the mean alone for one run; '(n=K)' when fewer than
+    the row's `runs` runs have the key; '-' when none has it."""
     mean, std, n = stats
     if n == 0:
         return "-"
-    if n == 1:
-        return f"{mean:.4g} (n=1)"
-    return f"{mean:.4g} ± {std:.2g} (n={n})"
+    places = decimals(key)
+    cell = format_number(mean, places)
+    if n > 1:
+        cell += f" ± {format_number(std, places)}"
+    if runs is not None and n != runs:
+        cell += f" (n={n})"
+    return cell
 
 
 def to_markdown(rows, keys):
     """A Markdown table: one row per group, one column per key."""
     lines = ["| group | runs | " + " | ".join(keys) + " |", "|---|---:|" + "---:|" * len(keys)]
     for row in rows:
-        cells = [row["group"], str(row["runs"])] + [format_cell(row[k]) for k in keys]
+        cells = [row["group"], str(row["runs"])] + [format_cell(row[k], k, row["runs"]) for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

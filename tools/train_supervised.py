@@ -108,7 +108,7 @@ def main(args):
     if engine.stop_iteration(args) < args.iters:
         engine.cleanup_distributed()
         return None  # stopped early on purpose (--stop-at): resume with --resume auto
-    # The reported model is the last one (README, "The engine": model selection): no target labels used.
+    # The reported model is the last one (docs/design.md, "Model selection"): no target labels used.
     metrics = {"selection": "last", "iteration": args.iters, "source": score(model, val["source"], args, amp)}
     # --tgt equal to --src (the in-domain reference): the same split, scored once.
     same = val["target"] is val["source"]

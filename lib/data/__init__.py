@@ -1,4 +1,4 @@
-"""Dataset registry: `--src NAME` / `--tgt NAME` resolve here (README, "Datasets").
+"""Dataset registry: `--src NAME` / `--tgt NAME` resolve here (docs/design.md, "Datasets").
 
 DATASETS maps a name to a DatasetEntry: a builder called as
 builder(split=..., size=..., root=..., seed=..., length=..., labels=..., **options), the labels
@@ -117,7 +117,7 @@ def dataset_root(name, data_root, flag="--data-root", root=None):
     root = os.path.join(data_root, entry.folder)
     if not os.path.isdir(root):
         raise UserError(f"dataset {name!r} expects its files under {root} ({flag} {data_root})"
-                        f"{layout or '; see the README data section'}")
+                        f"{layout or '; see docs/reference.md (Datasets)'}")
     return root
 
 
@@ -165,7 +165,7 @@ def resolve_classes(datasets, classes=None):
 
 def build_dataset(name, split, size=(128, 256), data_root=None, seed=0, length=None,
                   labels=ALL_LABELS, role="--src/--tgt", root=None, **options):
-    """Build split `split` of dataset `name` yielding the sample dict of the README ("Datasets").
+    """Build split `split` of dataset `name` yielding the sample dict (docs/design.md, "The sample contract").
 
     options: classes, train, resize, flip, photometric, focal_ref (module docstring)."""
     entry = get_entry(name, role)

@@ -23,7 +23,7 @@ FileDataset does the rest, identically for every dataset: reading the image, che
 every label has the image's size (the error names both files), the paired transforms of
 lib.data.transforms (resize, random crop, flip, photometric), edges from the cache written
 by tools/make_edges.py or computed on the fly with lib.edges, focal-length rescaling of depth
-(AT/DT), normalisation, and the sample dict of the README ("Datasets").
+(AT/DT), normalisation, and the sample dict (docs/design.md, "The sample contract").
 
 Randomness: the engine calls __getitem__ under a per-sample seed (lib.engine._SeededDataset),
 so transforms draw from Python's `random` and stay reproducible across workers and resumes.
@@ -77,7 +77,7 @@ def read_png16(path):
     """An 8/16-bit PNG with all its bits kept: HxW or HxWxC uint16 (int32 container).
 
     PIL truncates 16-bit RGB PNGs (SYNTHIA labels) to 8 bits, so they are decoded with
-    torchvision.io.decode_png(..., ImageReadMode.UNCHANGED) (README, "Datasets", SYNTHIA).
+    torchvision.io.decode_png(..., ImageReadMode.UNCHANGED) (docs/reference.md, "SYNTHIA-RAND-CITYSCAPES").
     """
     from torchvision.io import ImageReadMode, decode_png, read_file
     if not os.path.isfile(path):
@@ -142,7 +142,7 @@ def read_list(path, layout):
 
 # ----------------------------------------------------------------------------- dataset
 class FileDataset(torch.utils.data.Dataset):
-    """A split of a real dataset, yielding the sample dict of the README ("Datasets") (see the module docstring)."""
+    """A split of a real dataset, yielding the sample dict of docs/design.md (see the module docstring)."""
 
     key = folder = layout = None
     splits = ("train", "val")

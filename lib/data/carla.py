@@ -1,4 +1,4 @@
-"""CARLA as rendered for AT/DT (README, "Datasets"; AT/DT Sec. 5).
+"""CARLA as rendered for AT/DT (docs/reference.md, "CARLA"; AT/DT Sec. 4).
 
 AT/DT never released its CARLA renders, so users render their own with CARLA 0.8 (or a later
 version with the same encodings) and save, per frame, three PNGs:

@@ -1,4 +1,4 @@
-"""Cityscapes, read from the official layout (README, "Datasets").
+"""Cityscapes, read from the official layout (docs/reference.md, "Cityscapes").
 
 Used by AT/DT (target domain, 11 classes), DADA (target, 16 / 13 / 7 classes), SemiMTL
 (train_extra as "Cityscapes-depth") and UM-Adapt (target, GTA5 -> Cityscapes).

@@ -1,6 +1,6 @@
 """ISPRS Potsdam and Vaihingen (2D semantic labelling contest), as used by SemiMTL (Sec. 4, Table 2).
 
-the README ("Datasets"): IRRG tiles, 6-class colour-coded labels, nDSM
+docs/reference.md ("ISPRS Potsdam and Vaihingen"): IRRG tiles, 6-class colour-coded labels, nDSM
 heights normalised to [0, 1]; SemiMTL resizes Potsdam to Vaihingen's 9 cm GSD and cuts 512x512
 patches with a 50% overlapping sliding window. Decoding a 6000x6000 Potsdam tile for every sample
 would dominate training time, so the loaders read patches that tools/prepare_isprs.py cuts once

@@ -11,7 +11,7 @@ Every map is a 256-entry int64 lookup table (LUT): ``lut[source_id]`` is the cla
     TRAINID_TO_LABELID_19   19-class trainId -> Cityscapes labelId (for writing predictions)
     CLASS_NAMES[k]     the k class names, in index order
 
-Class sets (the papers' tables; README, "Datasets"):
+Class sets (docs/reference.md, "Class maps"):
 - 19: the standard Cityscapes trainIds.
 - 16: the SYNTHIA benchmark classes (19 without terrain, truck, train).
 - 13: the 16 without wall, fence, pole (DADA's mIoU*).

@@ -1,4 +1,4 @@
-"""Mapillary Vistas v1.2, read from the official layout (README, "Datasets").
+"""Mapillary Vistas v1.2, read from the official layout (docs/reference.md, "Mapillary Vistas v1.2").
 
 Used by DADA as a target domain (SYNTHIA -> Vistas, 7 classes, Table 2).
 

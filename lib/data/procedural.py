@@ -19,7 +19,7 @@ Every pixel's ray is intersected with the primitives (vectorised over the pixels
 primitive's projected bounding box, with a z-buffer), so semantics, depth and normals come
 from the same nearest surface and always agree.
 
-Labels (the sample contract, README "Datasets"):
+Labels (docs/design.md, "The sample contract"):
   depth: z-distance along the optical axis in metres, clipped to MAX_DEPTH (far road near the
     horizon stays valid at MAX_DEPTH); 0 = sky (invalid, AT/DT's "infinite depth" sky).
   normals: unit vectors in CAMERA coordinates, x right, y down, z forward, pointing towards

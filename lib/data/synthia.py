@@ -1,4 +1,4 @@
-"""SYNTHIA-RAND-CITYSCAPES (README, "Datasets"): DADA's source domain.
+"""SYNTHIA-RAND-CITYSCAPES (docs/reference.md, "SYNTHIA-RAND-CITYSCAPES"): DADA's source domain.
 
 Files, as unpacked from the official RAND_CITYSCAPES archive (put under DATA_ROOT/synthia):
 - RGB/0000000.png: the image.
