@@ -272,6 +272,13 @@ def main(args):
     selection = (f"best on {train_name} val (iteration {best['iteration']})" if best["g"] is not None
                  else "last")
     atdt.eval()
+    if engine.is_main():
+        # The selected model, loadable by evaluate.py (--checkpoint RUN/model.pth), saved before
+        # scoring so that a failure in the final table cannot lose the trained G.
+        engine.save_checkpoint(os.path.join(args.output_dir, "model.pth"), script=SCRIPT,
+                               iteration=args.iters, args=args, models={"atdt": atdt},
+                               model_specs={"atdt": spec},
+                               extra={"inference_model": "atdt", "selection": selection})
     rows = (final_table(atdt, n2, val_loader(args.tgt, "--tgt", args, capped=False), args, amp,
                         extra_rows) if scored_on_b else {})
     metrics = {"selection": selection, "task1": args.task1, "task2": args.task2,
@@ -280,11 +287,6 @@ def main(args):
         metrics["selection_val"] = best["metrics"]
     logger.write({"iter": args.iters, **metrics})
     if engine.is_main():
-        # The selected model, loadable by evaluate.py (--checkpoint RUN/model.pth).
-        engine.save_checkpoint(os.path.join(args.output_dir, "model.pth"), script=SCRIPT,
-                               iteration=args.iters, args=args, models={"atdt": atdt},
-                               model_specs={"atdt": spec},
-                               extra={"inference_model": "atdt", "selection": selection})
         engine.write_json(metrics, os.path.join(args.output_dir, "metrics.json"))
         if rows:
             print_table(rows, args)

@@ -435,3 +435,22 @@ def test_a_non_finite_loss_names_the_step_as_the_log_counts_it(tmp_path, monkeyp
     monkeypatch.setattr(train_tasks, "task_loss", lambda *a: real(*a) * float("nan"))
     with pytest.raises(engine.NonFiniteLoss, match=r"non-finite loss at iteration 1: loss=nan"):
         stage1(tmp_path, iters=2)
+
+
+def test_a_failure_after_training_keeps_the_trained_g(depsem, tmp_path, monkeypatch):
+    out, _ = depsem
+
+    def broken(*a, **k):
+        raise engine.UserError("scoring failed")
+    monkeypatch.setattr(train_transfer, "final_table", broken)
+    with pytest.raises(engine.UserError, match="scoring failed"):
+        stage2(out / "s1", tmp_path / "s2", iters=1)
+    model, _ = evaluate.load_inference_model(str(tmp_path / "s2" / "model.pth"))
+    assert model.transfer is not None
+
+
+def test_a_missing_oracle_checkpoint_stops_before_training(depsem, tmp_path):
+    out, _ = depsem
+    with pytest.raises(engine.UserError, match="not found: .*typo.pth \\(check --oracle-checkpoint\\)"):
+        stage2(out / "s1", tmp_path / "s2", "--oracle-checkpoint", str(tmp_path / "typo.pth"))
+    assert not (tmp_path / "s2").exists()

@@ -434,6 +434,10 @@ def test_gta5_splits_from_lists(tmp_path):
         f.write("7\n")
     with pytest.raises(DataError, match="00007.png"):
         build("gta5", tmp_path, "val")
+    # A list line that climbs out of images/ is refused before any file is read.
+    (tmp_path / "gta5" / "val.txt").write_text("00001.png\n../../../../../ESC/x.png\n")
+    with pytest.raises(DataError, match=r"val.txt, entry 2: '../../../../../ESC/x.png' leads outside"):
+        build("gta5", tmp_path, "val")
 
 
 def test_carla_list_file_layout(tmp_path):
@@ -446,19 +450,26 @@ def test_carla_list_file_layout(tmp_path):
                     os.path.join(base, ep, "MyCamera_L", "Depth", "000004.png"))
         lines.append(f"{ep}/MyCamera_L/000004.png;{ep}/MyCamera_R/000004.png;"
                      f"{ep}/MyCamera_L/Semantic/000004.png;{ep}/MyCamera_L/Depth/000004.png")
-    outside = os.path.join(str(tmp_path), "elsewhere")
-    write_rgb(os.path.join(outside, "rgb.png"))
-    carla_files(os.path.join(outside, "sem.png"), os.path.join(outside, "dep.png"))
-    lines.append(f"{outside}/rgb.png;unused;{outside}/sem.png;{outside}/dep.png")     # absolute paths
+    ep = "episode_0003"                               # an absolute path inside carla/ is fine
+    write_rgb(os.path.join(base, ep, "rgb.png"))
+    carla_files(os.path.join(base, ep, "sem.png"), os.path.join(base, ep, "dep.png"))
+    lines.append(f"{base}/{ep}/rgb.png;unused;{base}/{ep}/sem.png;{base}/{ep}/dep.png")
     with open(os.path.join(base, "val.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
     ds = build("carla", tmp_path, "val", labels=("semantic", "depth"))
     names = [r["name"] for r in ds.records]
-    assert names[:2] == ["carla/val/episode_0001/MyCamera_L/000004",
-                         "carla/val/episode_0002/MyCamera_L/000004"]
-    assert names[2] == "carla/val/" + os.path.splitext(os.path.join(outside, "rgb.png").lstrip("/"))[0]
+    assert names == ["carla/val/episode_0001/MyCamera_L/000004",
+                     "carla/val/episode_0002/MyCamera_L/000004", "carla/val/episode_0003/rgb"]
     for i in range(3):
         assert ds[i]["semantic"][0].tolist() == CARLA_EXPECTED[0] and ds[i]["depth"][1, 2] == 0
+    # A line leading outside carla/ (absolute or with '..') is refused, naming the entry.
+    outside = os.path.join(str(tmp_path), "elsewhere")
+    write_rgb(os.path.join(outside, "rgb.png"))
+    for bad in (f"{outside}/rgb.png", "../elsewhere/rgb.png"):
+        with open(os.path.join(base, "val.txt"), "w") as f:
+            f.write(lines[0] + f"\n{bad};x;{bad};{bad}\n")
+        with pytest.raises(DataError, match=r"val.txt, entry 2: .* leads outside"):
+            build("carla", tmp_path, "val")
     with open(os.path.join(base, "val.txt"), "w") as f:
         f.write(lines[0] + "\nonly;two\n")
     with pytest.raises(DataError, match="entry 2") as err:

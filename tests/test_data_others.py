@@ -558,3 +558,22 @@ def test_folder_bad_inputs(tmp_path):
     cfg.write_text('{"depth_scale": 10}')
     with pytest.raises(DataError, match="semantic labels need 'classes' in .*dataset.json"):
         _build("folder", tmp_path, "train", ("semantic",))
+
+
+def test_train_supervised_takes_the_folder_class_list(tmp_path):
+    """tools/train_supervised.py builds a model with the classes of dataset.json (3 here), as
+    train_tasks.py does, not the registry's unknown count."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    import train_supervised
+    ids, _, _ = _folder(tmp_path)
+    _save(str(tmp_path / "folder" / "val" / "semantic" / "z.png"), ids)
+    root = str(tmp_path / "folder")
+    args = train_supervised.get_args_parser().parse_args(
+        ["--src", "folder", "--tgt", "folder", "--src-root", root, "--tgt-root", root, "--tasks",
+         "semantic", "--size", str(H), str(W), "--batch-size", "2", "--iters", "1", "--workers", "0",
+         "--device", "cpu", "--output-dir", str(tmp_path / "run")])
+    metrics = train_supervised.main(args)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pth", weights_only=True)
+    assert ckpt["model_specs"]["model"]["kwargs"]["tasks"] == {"semantic": 3}
+    assert len(metrics["target"]["per_class"]) == 3

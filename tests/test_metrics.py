@@ -322,7 +322,7 @@ def test_meters_reduce_across_two_gloo_processes(tmp_path):
     shards = _make_shards()
     out_path = str(tmp_path / "rank0.pt")
     mp.spawn(_ddp_worker, args=(2, f"tcp://127.0.0.1:{_free_port()}", shards, out_path), nprocs=2, join=True)
-    reduced = torch.load(out_path)
+    reduced = torch.load(out_path, weights_only=True)
     single = [m.compute() for m in _evaluate(shards)]
     rank0_only = [m.compute() for m in _evaluate(shards[:1])]
     assert rank0_only[0]["mIoU"] != pytest.approx(single[0]["mIoU"])  # the check can fail

@@ -81,7 +81,9 @@ def main(args):
                               args.proc_length, labels=args.tasks, role="--src", train=True,
                               **data_options(args, "src"))
     loader = engine.InfiniteLoader(train_set, args.batch_size, args, domain=0)
-    model, spec, optimizer = build_model_and_optim(args, args.classes or get_entry(args.src).num_classes)
+    # A folder dataset's class list is in its dataset.json, not in the registry.
+    args.classes = args.classes or getattr(train_set, "classes", None) or get_entry(args.src).num_classes
+    model, spec, optimizer = build_model_and_optim(args, args.classes)
     model = engine.prepare_model(model, args)
     scheduler = engine.poly_scheduler(optimizer, args.iters, args.poly_power)
     amp = engine.Amp(args.amp, args.device)

@@ -132,6 +132,18 @@ def list_files(folder, suffix, what, layout):
     return sorted(out)
 
 
+def inside(root, rel, where):
+    """root/rel for a path that comes from data (a list-file line), refused with a one-line
+    error naming `where` when it leads outside root ('..' or an absolute path elsewhere), so
+    no file is read, and no prediction or edge map written, outside the dataset's folders."""
+    base = os.path.abspath(root)
+    path = os.path.normpath(os.path.join(base, rel))
+    if os.path.commonpath([path, base]) != base:
+        raise DataError(f"{where}: {rel!r} leads outside {root}; list files may only name files "
+                        "inside the dataset's folder")
+    return path
+
+
 def read_list(path, layout):
     """Non-empty, non-comment lines of a split/list file."""
     if not os.path.isfile(path):

@@ -21,7 +21,7 @@ depth PNG too.
 Two layouts, per split (train, val, test):
 - folders: carla/{split}/rgb/NAME.png, carla/{split}/semantic/NAME.png, carla/{split}/depth/NAME.png;
 - AT/DT's list files: carla/{split}.txt, one sample per line `left;right;semantic;depth` with
-  paths relative to carla/ (or absolute); the right image is not used. When the list file of
+  paths relative to carla/ (or absolute, inside carla/); the right image is not used. When the list file of
   a split exists it is used, otherwise the folders.
 
 Focal length 859.238 px (AT/DT's official code, eval_task.py), used by --focal-ref.
@@ -31,7 +31,7 @@ import os
 import numpy as np
 
 from lib.data import register
-from lib.data.base import DataError, FileDataset, list_files, read_list, read_rgb
+from lib.data.base import DataError, FileDataset, inside, list_files, read_list, read_rgb
 from lib.data.labels import CLASS_NAMES, IGNORE_INDEX, LUT_SIZE
 
 LAYOUT = """\
@@ -40,7 +40,7 @@ carla/
   {split}/semantic/NAME.png    CARLA 0.8 tag in the red channel
   {split}/depth/NAME.png       24-bit depth: (R + 256 G + 65536 B) / (2^24 - 1) * 1000 m
 or AT/DT list files (used when present):
-  {split}.txt                  lines `left;right;semantic;depth`, paths relative to carla/ or absolute"""
+  {split}.txt                  lines `left;right;semantic;depth`, paths inside carla/ (relative or absolute)"""
 
 SKY_TAG = 13                   # CARLA >= 0.9.10's Sky tag; given to far-plane pixels
 FAR_CODE = 2 ** 24 - 1         # the far plane (1000 m) in the 24-bit depth encoding
@@ -111,7 +111,8 @@ class Carla(FileDataset):
             if len(fields) < len(_LIST_FIELDS):
                 raise DataError(f"{list_file}, entry {number}: expected `left;right;semantic;depth`, "
                                 f"got {line!r}")
-            paths = {k: os.path.join(self.root, p) for k, p in zip(_LIST_FIELDS, fields)}
+            paths = {k: inside(self.root, p, f"{list_file}, entry {number}")
+                     for k, p in zip(_LIST_FIELDS, fields)}
             if not os.path.isfile(paths["image"]):
                 raise DataError(f"{list_file}, entry {number}: image {paths['image']} is missing")
             rec = {"name": f"{self.key}/{split}/{self._stem(paths['image'])}", "image": paths["image"]}
@@ -119,12 +120,8 @@ class Carla(FileDataset):
         return records
 
     def _stem(self, path):
-        """Sample name from an image path: relative to the root, or the absolute path without
-        its leading separator when it lies elsewhere (unique, and never climbs out with '..')."""
-        rel = os.path.relpath(path, self.root)
-        if rel.startswith(os.pardir):
-            rel = os.path.splitdrive(os.path.abspath(path))[1].lstrip(os.sep)
-        return os.path.splitext(rel)[0].replace(os.sep, "/")
+        """Sample name from an image path inside the root (base.inside checked it)."""
+        return os.path.splitext(os.path.relpath(path, self.root))[0].replace(os.sep, "/")
 
     @staticmethod
     def _check(rec, labels):

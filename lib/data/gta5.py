@@ -18,7 +18,7 @@ the pair from the split list, or resize the label with nearest-neighbour interpo
 import os
 
 from lib.data import register
-from lib.data.base import DataError, FileDataset, list_files, read_list
+from lib.data.base import DataError, FileDataset, inside, list_files, read_list
 from lib.data.labels import CITYSCAPES_TO
 
 LAYOUT = """\
@@ -55,7 +55,9 @@ class GTA5(FileDataset):
         list_file = os.path.join(self.root, f"{split}.txt")
         if split == "train" and not os.path.isfile(list_file):
             return list_files(images, ".png", "images", LAYOUT)
-        names = sorted({_file_name(entry) for entry in read_list(list_file, LAYOUT)})
+        entries = enumerate(read_list(list_file, LAYOUT), 1)
+        names = sorted({os.path.relpath(inside(images, _file_name(e), f"{list_file}, entry {n}"), images)
+                        for n, e in entries})
         for name in names:
             if not os.path.isfile(os.path.join(images, name)):
                 raise DataError(f"{list_file} lists {name}, but {os.path.join(images, name)} is missing")
