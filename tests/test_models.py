@@ -8,6 +8,8 @@ import pytest
 import torch
 import torchvision
 
+from lib.engine import UserError
+
 from lib.models import MODELS, EncDecNet, build_backbone, build_model, freeze_bn, model_spec
 from lib.models.decoders import UpsampleDecoder, to_depth, to_edges, to_normals, to_prediction
 
@@ -96,12 +98,17 @@ def test_pretrained_wrong_keys(tmp_path):
     state["head.weight"] = state.pop("conv1.weight")
     path = tmp_path / "bad.pth"
     torch.save({"model": state}, path)
-    with pytest.raises(ValueError, match=r"missing keys: conv1\.weight.*unexpected keys: head\.weight"):
+    with pytest.raises(UserError, match=r"missing keys: conv1\.weight.*unexpected keys: head\.weight"):
         build_backbone("resnet18", pretrained=str(path))
     # A ResNet-34 checkpoint does not fit a ResNet-18 (extra blocks).
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), path)
-    with pytest.raises(ValueError, match="unexpected keys: layer1.2"):
+    with pytest.raises(UserError, match="unexpected keys: layer1.2"):
         build_backbone("resnet18", pretrained=str(path))
+    # Not a tensor file at all: one line, not torch's unpickling advice.
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="cannot read it as a tensor checkpoint") as err:
+        build_backbone("resnet18", pretrained=str(path))
+    assert "\n" not in str(err.value)
 
 
 def test_pretrained_missing_file(tmp_path):

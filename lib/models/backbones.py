@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from lib.engine import UserError
+
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 # name -> (torchvision constructor, weights enum member used for "imagenet").
@@ -140,7 +142,7 @@ def _unwrap_checkpoint(obj, source):
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ValueError(f"{source}: expected a ResNet state dict (or one under 'state_dict' / 'model')")
+        raise UserError(f"{source}: expected a ResNet state dict (or one under 'state_dict' / 'model')")
     return obj
 
 
@@ -153,7 +155,7 @@ def _few(keys, n=5):
 def load_backbone_state(backbone, state_dict, source):
     """Load a torchvision ResNet state dict into `backbone`; "fc.*" is ignored, nothing else is.
 
-    Raises ValueError naming a few missing / unexpected / mis-shaped keys.
+    Raises UserError (one line) naming a few missing / unexpected / mis-shaped keys.
     """
     state_dict = {k: v for k, v in _strip_prefix(state_dict).items() if not k.startswith("fc.")}
     own = backbone.state_dict()
@@ -169,7 +171,7 @@ def load_backbone_state(backbone, state_dict, source):
     if shapes:
         problems.append(f"shape mismatch: {_few(shapes)}")
     if problems:
-        raise ValueError(f"{source} does not fit backbone {backbone.name}: " + "; ".join(problems))
+        raise UserError(f"{source} does not fit backbone {backbone.name}: " + "; ".join(problems))
     result = backbone.load_state_dict(state_dict, strict=False)
     assert not result.unexpected_keys and all(k.endswith("num_batches_tracked") for k in result.missing_keys)
 
@@ -181,10 +183,11 @@ def _imagenet_state_dict(name):
     try:
         return weights.get_state_dict(progress=True, check_hash=True)
     except Exception as err:  # network, proxy, hash or disk errors all mean the same to the user
-        raise RuntimeError(
-            f"cannot download ImageNet weights for {name} ({type(err).__name__}: {err}); "
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise UserError(
+            f"cannot download ImageNet weights for {name} ({type(err).__name__}: {first[:200]}); "
             "pass a local file with --pretrained PATH or use --pretrained none"
-        ) from err
+        ) from None
 
 
 def _file_state_dict(path):
@@ -195,8 +198,10 @@ def _file_state_dict(path):
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"--pretrained {path}: cannot read it as a tensor checkpoint ({err})") from err
+    except Exception as err:   # torch's message runs to many lines: its first says what
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"--pretrained {path}: cannot read it as a tensor checkpoint "
+                        f"({type(err).__name__}: {first[:200]})") from None
     return _unwrap_checkpoint(obj, f"--pretrained {path}")
 
 
