@@ -490,7 +490,8 @@ def load_checkpoint(path, script=None, flag="--resume"):
                         f"a safe load refuses); pass a checkpoint.pth written by its scripts to {flag}") from None
     except Exception as err:  # a truncated or foreign file: say which, not a pickle trace
         first = (str(err).strip().splitlines() or [""])[0]
-        raise UserError(f"cannot read checkpoint {path} ({flag}): {type(err).__name__}: {first}") from None
+        raise UserError(f"cannot read checkpoint {path} ({flag}): not a file torch.save wrote "
+                        f"({type(err).__name__}: {first})") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in ("script", "models", "args", "rng")):
         raise UserError(f"{path} is not a checkpoint of this repository (no 'script'/'models'/"
                         f"'args'/'rng' keys); pass a checkpoint.pth written by one of its scripts to {flag}")
