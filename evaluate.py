@@ -1,22 +1,39 @@
 """Evaluate semantic segmentation, depth or surface normals: a trained checkpoint of any
-script of this repository, or predictions saved as files.
+script of this repository, or predictions saved as files; or run a checkpoint over photos.
 
 Usage:
     python evaluate.py --checkpoint runs/train_supervised/checkpoint.pth --dataset proc-b
     python evaluate.py --checkpoint CKPT --dataset cityscapes --data-root DATA --classes 19
     python evaluate.py --pred-dir preds/ --dataset proc-b --task semantic --pred-format trainid
+    python evaluate.py --checkpoint CKPT --images photos/ --save-color
     torchrun --nproc_per_node=4 evaluate.py --checkpoint CKPT --dataset cityscapes ...
 
-Prediction files (--pred-dir DIR; also what --save-preds writes): one file per sample, named
-by the sample's `name`, under DIR/<task>/ (or directly under DIR with a single --task):
-    semantic  <name>.png  8-bit class ids (--pred-format trainid: the --classes indices;
-                          labelid: Cityscapes labelIds, mapped with --classes)
-    depth     <name>.png  16-bit, metres * 256 (KITTI convention), or <name>.npy (float metres)
-    normals   <name>.npy  3xHxW or HxWx3 float unit vectors in camera coordinates
-metrics.json keys: mIoU acc mean_acc per_class | abs_rel sq_rel rmse rmse_log log10 a1 a2 a3 |
-mean median rmse_deg pct_11_25 pct_22_5 pct_30 (percentages as 0-100).
+The run's own settings apply unless given: --min-depth/--max-depth always; --classes,
+--focal-ref, --resize and (procedural data) --proc-length when scoring the run's --tgt.
+
+Prediction files (--pred-dir DIR; DIR/<task>/ when that folder exists, else DIR itself with a
+single --task; sub-folders are searched). A sample's file is, in this order:
+    <name>.png|npy          its full sample name (what --save-preds writes), e.g.
+                            cityscapes/val/frankfurt/frankfurt_000000_000294.png
+    <id>.*  <id>_*.*        anywhere below: <id> is the name's last part, or the stem of the
+                            sample's image file (frankfurt_000000_000294_leftImg8bit.png,
+                            as mmsegmentation's format_only writes; cityscapesScripts'
+                            {city}_{seq}_{frame}*.png). Two matching files are an error.
+Encodings:
+    semantic  8-bit one-channel PNG (L, or P read as palette indices, never as colours):
+              --pred-format trainid: indices of --classes; labelid: Cityscapes labelIds,
+              mapped with --classes. 255, or a void labelId (0-6, 9, 10, 14-16, 18, 29, 30
+              for 19 classes), on a labelled pixel is a false negative of the true class.
+    depth     16-bit PNG of metres * 256 (KITTI convention), or .npy (float metres)
+    normals   .npy, 3xHxW or HxWx3 float unit vectors in camera coordinates
+--save-preds writes this layout under OUTPUT/preds/ (semantic in --pred-format),
+--save-color colour PNGs under OUTPUT/preds/color/<task>/.
+metrics.json: dataset split source selection samples tasks classes class_names, and
+mIoU acc mean_acc per_class | abs_rel sq_rel rmse rmse_log log10 a1 a2 a3 |
+mean median rmse_deg pct_11_25 pct_22_5 pct_30 (percentages as 0-100; null = nothing measured).
 """
 import os
+import time
 
 import numpy as np
 import torch
@@ -25,42 +42,79 @@ from PIL import Image
 from lib import engine, vis
 from lib.args import add_data_args, new_parser
 from lib.data import build_dataset, get_entry
-from lib.data.labels import CITYSCAPES_TO, TRAIN19_TO, apply_map
-from lib.data.transforms import denormalize
-from lib.evaluation import TASKS, Scorer, evaluate_model
+from lib.data import transforms as T
+from lib.data.base import DataError, read_rgb
+from lib.data.labels import CITYSCAPES_TO, CLASS_NAMES, NAME_TO_LABEL, TRAIN19_TO, apply_map
+from lib.evaluation import TASKS, Scorer, evaluate_model, resize_prediction
 from lib.models import build_model
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+PRED_EXTENSIONS = (".png", ".npy")
 
 
 def get_args_parser(add_help=True):
     parser = new_parser(__doc__, add_help)
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", help="checkpoint.pth written by any training script")
+    src.add_argument("--checkpoint", help="checkpoint.pth or model.pth written by any training script")
     src.add_argument("--pred-dir", help="folder of saved predictions (layout above)")
     add_data_args(parser)
     parser.add_argument("--dataset", default=None,
                         help="dataset to score on (default: the checkpoint's --tgt, else proc-b)")
     parser.add_argument("--split", default="val", help="split to score (default: %(default)s)")
+    parser.add_argument("--images", default=None, metavar="DIR_OR_FILE",
+                        help="with --checkpoint: predict for these photos (a folder, searched "
+                             "recursively, or one file; no labels, no metrics) instead of a dataset. "
+                             "Each is resized to --resize H W (default: the run's --resize, else its "
+                             "--size) for the model and its predictions resized back to the photo's "
+                             "size, named after its path below DIR without extension. Implies "
+                             "--save-preds")
     parser.add_argument("--task", nargs="+", choices=TASKS, default=None,
-                        help="tasks to score (default: every task both model and dataset have)")
+                        help="tasks to score (default: every task the model predicts, or the "
+                             "--pred-dir holds, that the dataset has label files for; a task "
+                             "asked for here must be there)")
     parser.add_argument("--pred-format", choices=["trainid", "labelid"], default="trainid",
-                        help="encoding of semantic PNGs in --pred-dir")
+                        help="encoding of semantic PNGs read from --pred-dir and written by "
+                             "--save-preds: class indices of --classes, or Cityscapes labelIds. "
+                             "A void labelId (or 255) on a labelled pixel counts as a false "
+                             "negative of the true class, as cityscapesScripts counts it")
     parser.add_argument("--model", default=None, help="which model of the checkpoint (default: "
                         "the one the script marked for inference)")
-    parser.add_argument("--min-depth", type=float, default=1e-3, help="depth cap (metres)")
-    parser.add_argument("--max-depth", type=float, default=80.0, help="depth cap (metres)")
+    parser.add_argument("--min-depth", type=float, default=None,
+                        help="depth cap in metres (default: the run's --min-depth, else 0.001)")
+    parser.add_argument("--max-depth", type=float, default=None,
+                        help="depth cap in metres (default: the run's --max-depth, else 80)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default=None)
     parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
     parser.add_argument("--max-batches", type=int, default=None, help="score only N batches")
+    parser.add_argument("--print-every", type=int, default=None, metavar="N",
+                        help="progress line every N batches (default: about ten lines per run)")
     parser.add_argument("--save-vis", type=int, default=0, metavar="N",
-                        help="write side-by-side panels of the first N samples")
+                        help="with --checkpoint: panels of the first N samples, one row per task: "
+                             "image | ground truth | prediction | error (depth of a row on one "
+                             "scale), enlarged to >= 256 px per tile, in OUTPUT/vis/")
     parser.add_argument("--save-preds", action="store_true",
-                        help="with --checkpoint: also write predictions in the --pred-dir layout")
+                        help="with --checkpoint: write predictions in the --pred-dir layout to "
+                             "OUTPUT/preds/ (semantic as --pred-format)")
+    parser.add_argument("--save-color", action="store_true",
+                        help="with --checkpoint: write colour PNGs of the predictions to "
+                             "OUTPUT/preds/color/<task>/ (Cityscapes palette, magma depth, normals)")
     parser.add_argument("--output-dir", default=None,
-                        help="where metrics.json goes (default: next to the checkpoint / pred-dir)")
+                        help="where metrics.json goes (default: RUN/eval-<checkpoint stem>-<dataset>-"
+                             "<split>/, RUN/eval-<checkpoint stem>-images/, or <pred-dir>-eval/)")
     # Score at the checkpoint's training resolution unless --size says otherwise.
     parser.set_defaults(size=None)
     return parser
+
+
+def check_flags(args):
+    """Refuse flag combinations that cannot work, before any heavy work."""
+    if args.pred_dir and (args.images or args.save_preds or args.save_color or args.save_vis):
+        flag = next(f for f, v in (("--images", args.images), ("--save-preds", args.save_preds),
+                                   ("--save-color", args.save_color), ("--save-vis", args.save_vis)) if v)
+        raise engine.UserError(f"{flag} needs --checkpoint (a model to run), not --pred-dir")
+    if args.images:
+        args.save_preds = True
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -126,6 +180,136 @@ class _Adapted(torch.nn.Module):
         return out
 
 
+def inherit_run_settings(args, run, name):
+    """Fill what the command line leaves open with the run's own settings, so re-scoring a
+    checkpoint reproduces the numbers of its run (README, "evaluate.py")."""
+    args.min_depth = next(v for v in (args.min_depth, run.get("min_depth"), 1e-3) if v is not None)
+    args.max_depth = next(v for v in (args.max_depth, run.get("max_depth"), 80.0) if v is not None)
+    if run and (args.images or args.dataset in (None, run.get("tgt"))):
+        # Same data as the run: the same class map, depth frame and resolution.
+        args.classes = args.classes or run.get("classes")
+        args.focal_ref = args.focal_ref or run.get("focal_ref")
+        args.resize = args.resize or run.get("resize")
+        if not args.images and get_entry(name, "--dataset").folder is None:
+            args.proc_length = args.proc_length or run.get("proc_length")  # procedural only
+
+
+# ----------------------------------------------------------------------------- data
+def build_split(name, labels, size, args):
+    """The --dataset split with `labels` (none: its images alone)."""
+    return build_dataset(name, args.split, size, args.data_root, length=args.proc_length,
+                         labels=labels, role="--dataset", root=args.src_root or args.tgt_root,
+                         classes=args.classes, resize=args.resize, focal_ref=args.focal_ref)
+
+
+def open_dataset(name, tasks, asked, size, args):
+    """(dataset, labelled tasks): the split with the labels of `tasks` it has files for. A
+    label missing from this download is dropped with a note unless --task asked for it."""
+    def build(labels):
+        return build_split(name, labels, size, args)
+    try:
+        return build(tasks), list(tasks)
+    except DataError as err:
+        missing = {}
+        for t in tasks:
+            try:
+                build([t])
+            except DataError as why:
+                missing[t] = why
+        if not missing:
+            raise err                         # no label alone is the problem
+        for t, why in missing.items():
+            if asked and t in asked:
+                raise why
+            if engine.is_main():
+                print(f"note: no {t} labels for {name} {args.split} here, {t} not scored: "
+                      f"{str(why).splitlines()[0]}")
+        have = [t for t in tasks if t not in missing]
+        return build(have), have
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Photos without labels (--images): a folder, searched recursively, or one file; each
+    resized to the model's input size, its own size kept to resize predictions back."""
+
+    def __init__(self, path, size):
+        if os.path.isfile(path):
+            files = [(path, os.path.splitext(os.path.basename(path))[0])]
+        elif os.path.isdir(path):
+            files = []
+            for dirpath, dirnames, names in os.walk(path):
+                dirnames.sort()
+                for f in sorted(names):
+                    if f.lower().endswith(IMAGE_EXTENSIONS):
+                        rel = os.path.relpath(os.path.join(dirpath, f), path)
+                        name = os.path.splitext(rel)[0].replace(os.sep, "/")
+                        files.append((os.path.join(dirpath, f), name))
+        else:
+            raise engine.UserError(f"--images {path}: no such file or folder")
+        if not files:
+            raise engine.UserError(f"--images {path}: no image files ({' '.join(IMAGE_EXTENSIONS)}) in it")
+        seen = {}
+        for file, name in files:
+            if name in seen:
+                raise engine.UserError(f"--images: {seen[name]} and {file} would both be saved as "
+                                       f"{name}; rename one")
+            seen[name] = file
+        self.files, self.size = files, tuple(size)
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, index):
+        path, name = self.files[index]
+        rgb = torch.from_numpy(read_rgb(path).copy()).permute(2, 0, 1).float() / 255.0
+        image = T.resize_sample({"image": rgb}, self.size)["image"]
+        return {"image": T.normalize(image), "name": name,
+                "image_size": torch.tensor(rgb.shape[-2:])}
+
+
+def _own_names(dataset):
+    """Class names a dataset defines itself (NYUv2, ISPRS, folder ...), else None."""
+    names = getattr(dataset, "class_names", None)
+    return list(names() if callable(names) else names) if names is not None else None
+
+
+def class_names(dataset, classes):
+    """Names of the scored class map: the dataset's own, else lib.data.labels' (None if unknown)."""
+    names = _own_names(dataset) or CLASS_NAMES.get(classes)
+    return list(names) if names is not None and len(names) == classes else None
+
+
+def require_cityscapes_map(dataset, classes, why):
+    """Stop unless the class map is a Cityscapes one, so labelIds mean something."""
+    names = _own_names(dataset)
+    if classes not in CITYSCAPES_TO or (names is not None and names != list(CLASS_NAMES[classes])):
+        raise engine.UserError(f"{why}: --pred-format labelid needs a Cityscapes class map "
+                               f"(--classes {', '.join(map(str, CITYSCAPES_TO))}), not this "
+                               f"{classes}-class one; use --pred-format trainid")
+
+
+def labelid_lut(classes):
+    """Class index -> Cityscapes labelId: the label named like the class, else its smallest
+    labelId (7 and 11 classes group labels), so CITYSCAPES_TO maps each back; 255 -> 0."""
+    to = CITYSCAPES_TO[classes]
+    lut = np.zeros(256, dtype=np.int64)
+    for i, name in enumerate(CLASS_NAMES[classes]):
+        own = NAME_TO_LABEL.get(name)
+        lut[i] = own.id if own is not None and to[own.id] == i else np.flatnonzero(to == i).min()
+    return lut
+
+
+def scored_count(n, args, sharded=True):
+    """Samples scored over all processes: --max-batches caps each process's shard (checkpoint)
+    or the whole split (--pred-dir)."""
+    if args.max_batches is None:
+        return n
+    limit = args.max_batches * args.batch_size
+    if not sharded:
+        return min(n, limit)
+    return sum(len(range(r, n, args.world_size)[:limit]) for r in range(args.world_size))
+
+
 # ----------------------------------------------------------------------------- prediction files
 def _task_dir(pred_dir, task, tasks):
     """DIR/<task>/ when present, else DIR itself for a single-task folder."""
@@ -138,26 +322,78 @@ def _task_dir(pred_dir, task, tasks):
                            "layout is DIR/<task>/<name>.(png|npy)")
 
 
-def read_prediction(path_base, task, args):
+class PredictionIndex:
+    """The .png/.npy files below one folder, walked once, found by stem or stem prefix."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.by_key = {}   # a file's stem, and each of its '_'-separated prefixes -> paths
+        for dirpath, dirnames, files in os.walk(folder):
+            dirnames.sort()
+            for f in sorted(files):
+                stem, ext = os.path.splitext(f)
+                if ext.lower() not in PRED_EXTENSIONS:
+                    continue
+                parts = stem.split("_")
+                for i in range(1, len(parts) + 1):
+                    self.by_key.setdefault("_".join(parts[:i]), []).append(os.path.join(dirpath, f))
+
+    def find(self, name, ids):
+        """The one prediction file of sample `name` (see the module docstring for the order)."""
+        for ext in PRED_EXTENSIONS:
+            if os.path.isfile(os.path.join(self.folder, name + ext)):
+                return os.path.join(self.folder, name + ext)
+        matches = sorted({p for i in ids for p in self.by_key.get(i, ())})
+        if len(matches) > 1:
+            raise engine.UserError(f"{len(matches)} prediction files match sample {name}: "
+                                   f"{', '.join(matches)}; keep one per sample")
+        if not matches:
+            tried = [f"{name}.png|npy"] + [p for i in ids for p in (f"**/{i}.*", f"**/{i}_*.*")]
+            raise engine.UserError(f"no prediction for sample {name} under {self.folder}: tried "
+                                   f"{', '.join(tried)}; --pred-dir must hold one file per sample")
+        return matches[0]
+
+
+def sample_ids(dataset, index, name):
+    """Stems a prediction of sample `index` may be named by: the last part of its name and
+    the stem of its image file (the dataset's own record, when it keeps one)."""
+    ids = [name.rsplit("/", 1)[-1]]
+    records = getattr(dataset, "records", None)
+    image = records[index].get("image") if records is not None else None
+    if isinstance(image, str):
+        stem = os.path.splitext(os.path.basename(image))[0]
+        ids += [stem] if stem not in ids else []
+    return ids
+
+
+def read_prediction(path, task, args):
     """Read one prediction file of `task` as a tensor (semantic HxW, depth HxW, normals 3xHxW)."""
-    for ext in (".png", ".npy"):
-        if os.path.isfile(path_base + ext):
-            path = path_base + ext
-            break
-    else:
-        raise engine.UserError(f"missing prediction {path_base}.png|.npy; --pred-dir must hold one "
-                               "file per sample of the split, named by sample name")
+    try:
+        if path.endswith(".npy"):
+            arr = np.load(path, allow_pickle=False)
+        else:
+            img = Image.open(path)
+            img.load()
+    except Exception as exc:  # numpy and PIL raise many types on a truncated or foreign file
+        raise engine.UserError(f"cannot read prediction {path}: {exc.__class__.__name__}: {exc}") from None
     if path.endswith(".npy"):
-        arr = np.load(path)
         if task == "normals" and arr.ndim == 3 and arr.shape[-1] == 3 and arr.shape[0] != 3:
             arr = arr.transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(arr)).float()
-    arr = np.array(Image.open(path))
+    if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+        raise engine.UserError(f"{path}: a {img.mode} PNG; {task} predictions are one-channel "
+                               "PNGs (8-bit ids, P-mode palette indices, or 16-bit depth)")
+    arr = np.array(img)          # P mode: the palette indices, not the colours
     if task == "depth":
         return torch.from_numpy(arr.astype(np.float32) / 256.0)
     ids = torch.from_numpy(arr.astype(np.int64))
     if args.pred_format == "labelid":
-        ids = apply_map(CITYSCAPES_TO[args.classes], ids)
+        return apply_map(CITYSCAPES_TO[args.classes], ids)   # void labelIds -> 255
+    bad = (ids != 255) & ((ids < 0) | (ids >= args.classes))
+    if bool(bad.any()):
+        raise engine.UserError(f"{path}: values {torch.unique(ids[bad]).tolist()[:10]} are not "
+                               f"class indices of --classes {args.classes} (or 255 = none); "
+                               "Cityscapes labelIds need --pred-format labelid")
     return ids
 
 
@@ -165,132 +401,222 @@ def score_pred_dir(dataset, tasks, args):
     """Score the files of --pred-dir against the dataset split."""
     if not os.path.isdir(args.pred_dir) or not any(os.scandir(args.pred_dir)):
         raise engine.UserError(f"--pred-dir {args.pred_dir} is empty or missing")
-    dirs = {t: _task_dir(args.pred_dir, t, tasks) for t in tasks}
-    scorer = Scorer(tasks, args.classes, args.min_depth, args.max_depth)
-    n = len(dataset) if args.max_batches is None else min(len(dataset), args.max_batches * args.batch_size)
-    for i in range(args.rank, n, args.world_size):  # under torchrun each file is read once
+    if "semantic" in tasks and args.pred_format == "labelid":
+        require_cityscapes_map(dataset, args.classes, f"--pred-dir {args.pred_dir}")
+    index = {t: PredictionIndex(_task_dir(args.pred_dir, t, tasks)) for t in tasks}
+    scorer = Scorer(tasks, args.classes, args.min_depth, args.max_depth, void_pred=True)
+    n = scored_count(len(dataset), args, sharded=False)
+    mine = range(args.rank, n, args.world_size)    # under torchrun each file is read once
+    progress = Progress(len(mine), args.print_every)
+    for k, i in enumerate(mine):
         sample = dataset[i]
         preds, batch = {}, {}
         for t in tasks:
-            pred = read_prediction(os.path.join(dirs[t], sample["name"]), t, args)
+            path = index[t].find(sample["name"], sample_ids(dataset, i, sample["name"]))
+            pred = read_prediction(path, t, args)
             if pred.shape[-2:] != sample[t].shape[-2:]:
                 raise engine.UserError(
                     f"prediction for {sample['name']} ({t}) is {tuple(pred.shape[-2:])}, the label is "
                     f"{tuple(sample[t].shape[-2:])}: save predictions at label resolution (or set --size)")
             preds[t], batch[t] = pred[None], sample[t][None]
         scorer.update(preds, batch)
+        progress(k + 1)
     return scorer.compute()
 
 
-def save_predictions(out_dir, batch, preds):
-    """Write a batch of predictions in the --pred-dir layout (see the module docstring)."""
-    for i, name in enumerate(batch["name"]):
-        for task, pred in preds.items():
-            if task not in TASKS:
-                continue
-            base = os.path.join(out_dir, task, name)
-            os.makedirs(os.path.dirname(base), exist_ok=True)
-            p = pred[i].float().cpu()
-            if task == "semantic":
-                ids = p.argmax(0) if p.dim() == 3 else p
-                Image.fromarray(ids.numpy().astype(np.uint8)).save(base + ".png")
-            elif task == "depth":
-                depth = (p.clamp(0, 255) * 256).round().numpy().astype(np.uint16)
-                Image.fromarray(depth).save(base + ".png")
-            else:
-                np.save(base + ".npy", p.numpy().astype(np.float32))
+# ----------------------------------------------------------------------------- writing
+def prediction_maps(batch, preds, i, native=True):
+    """Sample i's predictions on the CPU (class map, depth HxW, normals 3xHxW), brought back to
+    its photo's own size when the batch records one (--images) and `native`."""
+    size = tuple(batch["image_size"][i].tolist()) if native and "image_size" in batch else None
+    out = {}
+    for task, p in preds.items():
+        if task not in TASKS:
+            continue
+        p = p[i:i + 1]
+        if task == "semantic" and p.dim() == 3:
+            p = p.long()                 # already class ids (a model scored on fewer classes)
+        if size is not None:
+            p = resize_prediction(task, p, size)
+        p = p[0].cpu()
+        out[task] = p.argmax(0) if task == "semantic" and p.dim() == 3 else p
+    return out
 
 
-def save_panels(out_dir, batch, preds, classes, budget):
-    """Side-by-side panels (image | label | prediction per task) for the first samples."""
-    for i, name in enumerate(batch["name"]):
-        if budget[0] <= 0:
-            return
-        budget[0] -= 1
-        row_gt, row_pred = [vis.to_rgb_uint8(denormalize(batch["image"][i].cpu()))], []
-        for task in ("semantic", "depth", "normals"):
-            if task not in preds or task not in batch:
-                continue
-            gt, p = batch[task][i].cpu(), preds[task][i].float().cpu()
-            if task == "semantic":
-                p = p.argmax(0) if p.dim() == 3 else p
-                row_gt.append(vis.colorize_semantic(gt, classes))
-                row_pred.append(vis.colorize_semantic(p, classes))
-            elif task == "depth":
-                row_gt.append(vis.colorize_depth(gt))
-                row_pred.append(vis.colorize_depth(p))
-            else:
-                row_gt.append(vis.colorize_normals(gt))
-                row_pred.append(vis.colorize_normals(p))
-        panel = vis.make_panel([row_gt, [row_gt[0]] + row_pred])
-        vis.save_png(panel, os.path.join(out_dir, "vis", name.replace("/", "_") + ".png"))
+def write_prediction(out_dir, name, task, pred, args):
+    """One file of the --pred-dir layout: ids PNG, 16-bit depth PNG, or normals .npy."""
+    base = inside(os.path.join(out_dir, task), name)
+    if task == "semantic":
+        ids = pred.numpy().astype(np.int64)
+        if args.pred_format == "labelid":
+            ids = labelid_lut(args.classes)[np.clip(ids, 0, 255)]
+        vis.save_png(ids.astype(np.uint8), base + ".png")
+    elif task == "depth":
+        vis.save_png((pred.clamp(0, 255) * 256).round().numpy().astype(np.uint16), base + ".png")
+    else:
+        os.makedirs(os.path.dirname(base), exist_ok=True)
+        np.save(base + ".npy", pred.numpy().astype(np.float32))
+
+
+def inside(folder, name):
+    """folder/name, refused when a sample name would lead outside the folder ('..', '/')."""
+    base = os.path.abspath(folder)
+    path = os.path.normpath(os.path.join(base, name))
+    if os.path.commonpath([path, base]) != base:
+        raise engine.UserError(f"sample name {name!r} leads outside {folder}; not writing there")
+    return path
+
+
+def colorize(task, pred, classes):
+    """Colour image of one prediction (Cityscapes palette, magma inverse depth, normals RGB)."""
+    if task == "semantic":
+        return vis.colorize_semantic(pred, classes)
+    return vis.colorize_depth(pred) if task == "depth" else vis.colorize_normals(pred)
+
+
+def save_panel(out_dir, batch, preds, i, classes):
+    """image | ground truth | prediction | error panel of sample i (lib.vis.sample_panel)."""
+    image = vis.to_rgb_uint8(T.denormalize(batch["image"][i].float().cpu()))
+    maps = prediction_maps(batch, preds, i, native=False)
+    gts = {t: batch[t][i].cpu() for t in maps if t in batch}
+    panel = vis.sample_panel(image, maps, gts, classes)
+    vis.save_png(panel, os.path.join(out_dir, "vis", batch["name"][i].replace("/", "_") + ".png"))
+
+
+class Progress:
+    """`[eval k/n] elapsed` on rank 0 every `every` steps (default: about ten lines) and at the end."""
+
+    def __init__(self, total, every=None):
+        self.total, self.every = total, every or max(1, total // 10)
+        self.start = time.time()
+
+    def __call__(self, k):
+        if engine.is_main() and (k % self.every == 0 or k == self.total):
+            print(f"[eval {k}/{self.total}] {time.time() - self.start:.1f}s", flush=True)
 
 
 # ----------------------------------------------------------------------------- main
-def print_table(metrics, title):
-    """A two-column table of the scalar metrics (and per-class IoU when present)."""
+def print_table(metrics, title, names=None):
+    """A two-column table of the scalar metrics, and per-class IoU with class names."""
     print(title)
     for k, v in metrics.items():
-        if isinstance(v, float):
+        if k == "per_class":
+            continue
+        if v is None:
+            print(f"  {k:<10} {'-':>8}")
+        elif isinstance(v, float):
             print(f"  {k:<10} {v:8.3f}" if abs(v) < 1e4 else f"  {k:<10} {v:.4g}")
     if metrics.get("per_class"):
-        print("  per-class IoU: " + " ".join("-" if v is None else f"{v:.1f}" for v in metrics["per_class"]))
+        print("  per-class IoU:")
+        for i, v in enumerate(metrics["per_class"]):
+            label = names[i] if names else str(i)
+            print(f"    {label:<14} {'-' if v is None else f'{v:6.2f}':>6}")
+
+
+def default_output_dir(args, name):
+    """RUN/eval-<checkpoint stem>-<dataset>-<split> (one folder per checkpoint), or <pred-dir>-eval."""
+    if not args.checkpoint:
+        return args.pred_dir.rstrip("/") + "-eval"
+    stem = os.path.splitext(os.path.basename(args.checkpoint))[0]
+    what = "images" if args.images else f"{name}-{args.split}"
+    return os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"eval-{stem}-{what}")
+
+
+def choose_tasks(entry, name, outputs, args):
+    """Tasks to request labels for: --task (each must exist), else what the model predicts or
+    the --pred-dir holds, among the labels the dataset defines."""
+    if args.task:
+        for t in args.task:
+            if t not in entry.labels:
+                raise engine.UserError(f"--task {t}: dataset {name!r} has no {t} labels "
+                                       f"(it has {', '.join(entry.labels)})")
+            if outputs is not None and t not in outputs:
+                raise engine.UserError(f"--task {t}: the model predicts {', '.join(outputs)} only")
+        return list(args.task)
+    labelled = [t for t in TASKS if t in entry.labels]
+    if outputs is not None:
+        return [t for t in labelled if t in outputs]
+    return [t for t in labelled if os.path.isdir(os.path.join(args.pred_dir, t))] or labelled[:1]
 
 
 def main(args):
     engine.init_distributed(args)
-    model, ckpt = None, None
-    if args.checkpoint:
-        model, ckpt = load_inference_model(args.checkpoint, args.model)
-    name = args.dataset or (ckpt["args"].get("tgt") if ckpt else None) or "proc-b"
-    entry = get_entry(name, "--dataset")
-    size = args.size or (ckpt["args"].get("size") if ckpt else None) or [128, 256]
-    if ckpt and args.dataset in (None, ckpt["args"].get("tgt")):
-        # Same dataset as the run: the same class map and depth frame unless told otherwise.
-        args.classes = args.classes or ckpt["args"].get("classes")
-        args.focal_ref = args.focal_ref or ckpt["args"].get("focal_ref")
-        args.resize = args.resize or ckpt["args"].get("resize")   # the resolution it was scored at
-    wanted = [t for t in (args.task or TASKS) if t in entry.labels]
-    dataset = build_dataset(name, args.split, size, args.data_root, length=args.proc_length,
-                            labels=wanted, role="--dataset", root=args.src_root or args.tgt_root,
-                            classes=args.classes, resize=args.resize, focal_ref=args.focal_ref)
-    # A folder dataset knows its class count from its dataset.json, not from the registry.
-    args.classes = args.classes or getattr(dataset, "classes", None) or entry.num_classes
-    default_out = (os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"eval-{name}-{args.split}")
-                   if args.checkpoint else args.pred_dir.rstrip("/") + "-eval")
-    out_dir = args.output_dir or default_out
-    if model is None:
-        tasks = args.task or [t for t in wanted if os.path.isdir(os.path.join(args.pred_dir, t))] or wanted[:1]
-        metrics = score_pred_dir(dataset, tasks, args)
+    check_flags(args)
+    model, ckpt = load_inference_model(args.checkpoint, args.model) if args.checkpoint else (None, None)
+    run = ckpt["args"] if ckpt else {}
+    name = "images" if args.images else args.dataset or run.get("tgt") or "proc-b"
+    inherit_run_settings(args, run, name)
+    size = args.size or run.get("size") or [128, 256]
+    images = ImageFiles(args.images, args.resize or size) if args.images else None
+    nc, outputs = None, None
+    if model is not None:   # what it predicts, asked on one real image of the split
+        probe = images or build_split(name, [], size, args)
+        nc, outputs = model_classes(model, probe[0]["image"])
+    if args.images:
+        dataset, tasks = images, []
+        args.classes = args.classes or nc
     else:
-        metrics = score_checkpoint(model, dataset, wanted, out_dir, args)
-    metrics = {"dataset": name, "split": args.split, "source": args.checkpoint or args.pred_dir,
+        entry = get_entry(name, "--dataset")
+        dataset, tasks = open_dataset(name, choose_tasks(entry, name, outputs, args), args.task, size, args)
+        # A folder dataset knows its class count from its dataset.json, not from the registry.
+        args.classes = args.classes or getattr(dataset, "classes", None) or entry.num_classes
+    out_dir = args.output_dir or default_output_dir(args, name)
+    if model is None:
+        n, scores = scored_count(len(dataset), args, sharded=False), score_pred_dir(dataset, tasks, args)
+    else:
+        n, scores = scored_count(len(dataset), args), score_checkpoint(model, nc, outputs, dataset, tasks,
+                                                                       out_dir, args)
+    semantic = "semantic" in tasks or (outputs and "semantic" in outputs)
+    names = class_names(dataset, args.classes) if semantic else None
+    metrics = {"dataset": name, "split": None if args.images else args.split,
+               "source": args.checkpoint or args.pred_dir,
                "selection": ckpt["extra"].get("selection", "last") if ckpt else None,
-               **metrics}
+               "samples": n, "tasks": tasks, "classes": args.classes if semantic else None,
+               "class_names": names, **engine.strict_json(scores)}
+    if args.images:
+        metrics["images"] = args.images
     if engine.is_main():
-        print_table(metrics, f"{name} {args.split}")
+        where = args.images if args.images else f"{name} {args.split}"
+        print_table(engine.strict_json(scores), f"{where}: {n} samples", names)
         engine.write_json(metrics, os.path.join(out_dir, "metrics.json"))
         print(f"wrote {os.path.join(out_dir, 'metrics.json')}")
     engine.cleanup_distributed()
     return metrics
 
 
-def score_checkpoint(model, dataset, wanted, out_dir, args):
-    """Run the checkpoint's model over the split; optional prediction files and panels."""
-    nc, outputs = model_classes(model, dataset[0]["image"])
-    tasks = [t for t in wanted if t in outputs]
-    if not tasks:
-        raise engine.UserError(f"the model predicts {list(outputs)}, the dataset labels {wanted}: "
-                               "nothing to score (check --task / --dataset)")
+def score_checkpoint(model, nc, outputs, dataset, labelled, out_dir, args):
+    """Run the checkpoint's model over the split: scores, optional prediction files and panels."""
+    tasks = [t for t in labelled if t in outputs]
+    saving = args.save_preds or args.save_color or args.save_vis
+    if not tasks and not saving:
+        raise engine.UserError(f"the model predicts {list(outputs)}, the dataset labels {labelled}: "
+                               "nothing to score (check --task / --dataset, or save predictions "
+                               "with --save-preds)")
+    if args.save_preds and args.pred_format == "labelid" and "semantic" in outputs:
+        require_cityscapes_map(dataset, args.classes, "--save-preds")
     adapted = _Adapted(model, class_adapter(nc, args.classes)).to(args.device)
+    if args.images and getattr(adapted, "depth_focal", None) and "depth" in outputs:
+        print(f"note: the model's depth refers to a focal length of {adapted.depth_focal:g} px; "
+              "photos have no known focal, so depth is saved as predicted")
     loader = engine.eval_loader(dataset, args.batch_size, args, args.max_batches)
-    budget = [args.save_vis]
+    progress, done, budget = Progress(len(loader), args.print_every), [0], [args.save_vis]
+    keep = set(args.task or outputs)
 
     def on_batch(batch, preds):
-        if args.save_preds:
-            save_predictions(os.path.join(out_dir, "preds"), batch, preds)
-        if budget[0] > 0:
-            save_panels(out_dir, batch, preds, args.classes, budget)
+        preds = {t: p for t, p in preds.items() if t in keep}
+        for i, name in enumerate(batch["name"]):
+            if args.save_preds or args.save_color:
+                for task, p in prediction_maps(batch, preds, i).items():
+                    if args.save_preds:
+                        write_prediction(os.path.join(out_dir, "preds"), name, task, p, args)
+                    if args.save_color:
+                        vis.save_png(colorize(task, p, args.classes),
+                                     inside(os.path.join(out_dir, "preds", "color", task), name) + ".png")
+            if budget[0] > 0:
+                budget[0] -= 1
+                save_panel(out_dir, batch, preds, i, args.classes)
+        done[0] += 1
+        progress(done[0])
 
     amp = engine.Amp(args.amp, args.device)
     return evaluate_model(adapted, loader, args.device, tasks, args.classes, args.min_depth,

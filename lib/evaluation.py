@@ -15,14 +15,17 @@ class Scorer:
     """Accumulates semantic / depth / normal metrics over batches (DDP-reducible)."""
 
     def __init__(self, tasks, num_classes=None, min_depth=1e-3, max_depth=80.0, device="cpu",
-                 depth_focal=None):
+                 depth_focal=None, void_pred=False):
         self.tasks = tuple(tasks)
         # The depth convention of the model scored (stored with it): None = metres; F = depth
         # as a camera of focal F pixels would see it, converted with each sample's own focal.
         self.depth_focal = depth_focal
         self.meters = {}
         if "semantic" in self.tasks:
-            self.meters["semantic"] = ConfusionMatrix(num_classes, device=device)
+            # void_pred: a prediction of 255 ("no class", e.g. a void Cityscapes labelId) is
+            # allowed and counts as a false negative of the true class (cityscapesScripts).
+            meter = VoidAwareConfusion if void_pred else ConfusionMatrix
+            self.meters["semantic"] = meter(num_classes, device=device)
         if "depth" in self.tasks:
             self.meters["depth"] = DepthMeter(min_depth, max_depth)
         if "normals" in self.tasks:
@@ -61,6 +64,34 @@ class Scorer:
         for meter in self.meters.values():
             meter.reduce_from_all_processes()
             out.update(meter.compute())
+        return out
+
+
+class VoidAwareConfusion(ConfusionMatrix):
+    """Confusion matrix whose predictions may be void (255): one extra column holds them, so
+    a labelled pixel predicted void is a false negative of its class and nobody's false
+    positive, as cityscapesScripts' evalPixelLevelSemanticLabeling counts a void labelId."""
+
+    def __init__(self, num_classes, ignore_index=255, device=None):
+        super().__init__(num_classes + 1, ignore_index, device)
+        self.void = num_classes
+
+    def update(self, pred, target):
+        """Accumulate like ConfusionMatrix, void predictions (ignore_index) in the extra column."""
+        for what, x in (("target", target), ("prediction", pred)):
+            if bool((x == self.void).any()):   # the extra column is for void predictions only
+                raise ValueError(f"{what} values [{self.void}] are outside [0, {self.void}) "
+                                 f"and are not ignore_index={self.ignore_index}")
+        pred = torch.where(pred == self.ignore_index, torch.full_like(pred, self.void), pred)
+        return super().update(pred, target)
+
+    def compute(self):
+        """ConfusionMatrix.compute over the real classes (the void column only adds misses)."""
+        out = super().compute()
+        per_class = out["per_class"][:-1]
+        defined = [v for v in per_class if v is not None]
+        out["per_class"] = per_class
+        out["mIoU"] = sum(defined) / len(defined) if defined else float("nan")
         return out
 
 

@@ -6,6 +6,9 @@ uint8 numpy array, so the results go straight into make_panel() and save_png():
     tiles = [to_rgb_uint8(denormalize(image)), colorize_semantic(pred, 19),
              colorize_depth(depth), colorize_normals(normals)]
     save_png(make_panel([tiles], titles=[["image", "semantic", "depth", "normals"]]), path)
+
+sample_panel() draws evaluate.py's --save-vis panels: per task image | ground truth |
+prediction | error, titled, depth of a row on one scale, small samples enlarged.
 """
 
 import colorsys
@@ -101,12 +104,24 @@ def colorize_depth(depth, max_depth=None, min_depth=None):
     if not valid.any():
         return rgb
     inverse = np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
-    low = 1.0 / max_depth if max_depth else inverse[valid].min()
-    high = 1.0 / min_depth if min_depth else np.percentile(inverse[valid], 95)
+    auto_min, auto_max = depth_bounds(depth) if not (max_depth and min_depth) else (None, None)
+    low = 1.0 / (max_depth or auto_max)
+    high = 1.0 / (min_depth or auto_min)
     # A constant image would divide by zero; it gets the middle of the map instead.
     t = (inverse - low) / (high - low) if high > low else np.full_like(inverse, 0.5)
     rgb[valid] = apply_colormap(t[valid])
     return rgb
+
+
+def depth_bounds(depth):
+    """(near, far) metres of colorize_depth's automatic scale: the farthest valid pixel and the
+    95th percentile of inverse depth; None, None when no pixel is valid."""
+    depth = _numpy(depth).astype(np.float64)
+    valid = np.isfinite(depth) & (depth > 0)
+    if not valid.any():
+        return None, None
+    inverse = 1.0 / depth[valid]
+    return 1.0 / np.percentile(inverse, 95), 1.0 / inverse.min()
 
 
 def colorize_normals(normals):
@@ -193,3 +208,97 @@ def save_png(array, path):
     """Write an HxWx3 (or HxW) uint8 array as PNG atomically, creating parent folders."""
     with atomic_write(path) as tmp:
         Image.fromarray(np.ascontiguousarray(_numpy(array))).save(tmp, format="PNG")
+
+
+# ----------------------------------------------------------------------------- evaluation panels
+def upscale(tile, factor, smooth=False):
+    """An HxWx3 uint8 tile enlarged `factor` times: nearest for labels, bilinear for photos."""
+    if factor <= 1:
+        return tile
+    h, w = tile.shape[:2]
+    method = Image.BILINEAR if smooth else Image.NEAREST
+    return np.asarray(Image.fromarray(tile).resize((w * factor, h * factor), method))
+
+
+def semantic_error(pred, gt):
+    """Wrong-pixel mask: wrong white, right black, unlabelled (255) dark grey."""
+    pred, gt = _numpy(pred).astype(np.int64), _numpy(gt).astype(np.int64)
+    rgb = np.zeros(gt.shape + (3,), dtype=np.uint8)
+    rgb[pred != gt] = 255
+    rgb[gt == 255] = 64
+    return rgb
+
+
+def depth_error(pred, gt, worst=0.5):
+    """Absolute relative error |pred - gt| / gt in magma, 0 (black) to `worst` (bright);
+    pixels without ground truth black."""
+    pred, gt = _numpy(pred).astype(np.float64), _numpy(gt).astype(np.float64)
+    valid = np.isfinite(gt) & (gt > 0) & np.isfinite(pred)
+    rgb = np.zeros(gt.shape + (3,), dtype=np.uint8)
+    rel = np.abs(pred[valid] - gt[valid]) / gt[valid]
+    rgb[valid] = apply_colormap(rel / worst)
+    return rgb
+
+
+def normal_error(pred, gt, worst=45.0):
+    """Angle between predicted and true normals in magma, 0 (black) to `worst` degrees
+    (bright); pixels without ground truth black."""
+    p = _chw_to_hwc(_numpy(pred).astype(np.float64))
+    g = _chw_to_hwc(_numpy(gt).astype(np.float64))
+    valid = np.isfinite(g).all(-1) & (np.abs(np.nan_to_num(g)).sum(-1) > 0)
+    unit = lambda v: v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)  # noqa: E731
+    cos = np.clip((unit(np.nan_to_num(p)) * unit(np.nan_to_num(g))).sum(-1), -1.0, 1.0)
+    rgb = np.zeros(g.shape[:2] + (3,), dtype=np.uint8)
+    rgb[valid] = apply_colormap(np.degrees(np.arccos(cos[valid])) / worst)
+    return rgb
+
+
+def _task_tiles(task, pred, gt, num_classes):
+    """(ground truth tile or None, prediction tile, error tile or None, error title) of one task.
+    Depth ground truth and prediction share one scale, taken from the ground truth."""
+    if task == "semantic":
+        tiles = [colorize_semantic(x, num_classes) if x is not None else None for x in (gt, pred)]
+        err = semantic_error(pred, gt) if gt is not None else None
+        return (*tiles, err, "wrong pixels (white)")
+    if task == "depth":
+        near, far = depth_bounds(gt if gt is not None else pred)
+        if near is None:
+            near, far = depth_bounds(pred)
+        tiles = [colorize_depth(x, max_depth=far, min_depth=near) if x is not None else None
+                 for x in (gt, pred)]
+        err = depth_error(pred, gt) if gt is not None else None
+        return (*tiles, err, "abs rel 0-0.5")
+    tiles = [colorize_normals(x) if x is not None else None for x in (gt, pred)]
+    err = normal_error(pred, gt) if gt is not None else None
+    return (*tiles, err, "angle 0-45 deg")
+
+
+def sample_panel(image, preds, gts=None, num_classes=None, min_width=256):
+    """One titled row per task: image | ground truth | prediction | error (labels optional).
+
+    image: HxWx3 uint8; preds / gts: {task: class map HxW, depth HxW (metres) or normals 3xHxW}.
+    Tiles narrower than `min_width` are enlarged by a whole factor (nearest except the photo),
+    so small samples stay readable and every label pixel stays a clean square.
+    """
+    gts = gts or {}
+    factor = max(1, -(-min_width // image.shape[1]))
+    rows, titles = [], []
+    for task in ("semantic", "depth", "normals"):
+        if task not in preds:
+            continue
+        gt_tile, pred_tile, err_tile, err_title = _task_tiles(task, preds[task], gts.get(task), num_classes)
+        row = [upscale(image, factor, smooth=True)]
+        names = ["image"]
+        if gt_tile is not None:
+            row.append(upscale(gt_tile, factor))
+            names.append(f"{task}: ground truth")
+        row.append(upscale(pred_tile, factor))
+        names.append(f"{task}: prediction")
+        if err_tile is not None:
+            row.append(upscale(err_tile, factor))
+            names.append(f"error: {err_title}")
+        rows.append(row)
+        titles.append(names)
+    if not rows:
+        raise ValueError("sample_panel needs at least one prediction")
+    return make_panel(rows, titles=titles)
