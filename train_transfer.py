@@ -21,7 +21,8 @@ import torch
 from lib import engine
 from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
 from lib.data import build_dataset, data_options, get_entry, require_labels, resolve_classes
-from lib.evaluation import evaluate_model
+from lib.data.labels import CLASS_NAMES
+from lib.evaluation import evaluate_model, per_class_line
 from lib.models import build_model, model_spec
 from lib.models.encdec import decode
 from train_tasks import task_loss, total_iters
@@ -209,6 +210,9 @@ def print_table(rows, args):
     print(f"  {'method':<16}" + "".join(f"{k:>10}" for k in keys))
     for row, m in rows.items():
         print(f"  {row:<16}" + "".join(f"{m[k]:>10.4f}" for k in keys))
+    for row, m in rows.items():   # per-class IoU by name (Tables 1 and 3 list them)
+        if m.get("per_class"):
+            print(f"  {row:<16}" + per_class_line(m["per_class"], CLASS_NAMES.get(len(m["per_class"]))))
 
 
 def main(args):

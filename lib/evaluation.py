@@ -133,3 +133,9 @@ def evaluate_model(model, loader, device, tasks, num_classes=None, min_depth=1e-
             on_batch(batch, preds)
     model.train(was_training)
     return scorer.compute()
+
+
+def per_class_line(per_class, names=None):
+    """'road 93.1 sidewalk 68.9 ...': per-class IoU by class name ('-' where a class is absent)."""
+    names = names if names is not None and len(names) == len(per_class) else range(len(per_class))
+    return " ".join(f"{n} {'-' if v is None else f'{v:.1f}'}" for n, v in zip(names, per_class))

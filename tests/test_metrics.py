@@ -334,3 +334,9 @@ def test_meters_reduce_across_two_gloo_processes(tmp_path):
     cm = ConfusionMatrix(4).update(shards[0]["pred"], shards[0]["target"])
     before = cm.mat.clone()
     assert torch.equal(cm.reduce_from_all_processes().mat, before)
+
+
+def test_per_class_line_names_each_iou():
+    from lib.evaluation import per_class_line
+    assert per_class_line([93.14, None, 0.0], ["road", "sidewalk", "sky"]) == "road 93.1 sidewalk - sky 0.0"
+    assert per_class_line([5.0, 6.0]) == "0 5.0 1 6.0"              # no names: indices
