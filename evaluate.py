@@ -33,7 +33,6 @@ mIoU acc mean_acc per_class | abs_rel sq_rel rmse rmse_log log10 a1 a2 a3 |
 mean median rmse_deg pct_11_25 pct_22_5 pct_30 (percentages as 0-100; null = nothing measured).
 """
 import os
-import time
 
 import numpy as np
 import torch
@@ -45,7 +44,7 @@ from lib.data import build_dataset, get_entry
 from lib.data import transforms as T
 from lib.data.base import DataError, read_rgb
 from lib.data.labels import CITYSCAPES_TO, CLASS_NAMES, NAME_TO_LABEL, TRAIN19_TO, apply_map
-from lib.evaluation import TASKS, Scorer, evaluate_model, resize_prediction
+from lib.evaluation import TASKS, Progress, Scorer, evaluate_model, resize_prediction
 from lib.models import build_model
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
@@ -483,18 +482,6 @@ def save_panel(out_dir, batch, preds, i, classes):
     vis.save_png(panel, os.path.join(out_dir, "vis", batch["name"][i].replace("/", "_") + ".png"))
 
 
-class Progress:
-    """`[eval k/n] elapsed` on rank 0 every `every` steps (default: about ten lines) and at the end."""
-
-    def __init__(self, total, every=None):
-        self.total, self.every = total, every or max(1, total // 10)
-        self.start = time.time()
-
-    def __call__(self, k):
-        if engine.is_main() and (k % self.every == 0 or k == self.total):
-            print(f"[eval {k}/{self.total}] {time.time() - self.start:.1f}s", flush=True)
-
-
 # ----------------------------------------------------------------------------- main
 def print_table(metrics, title, names=None):
     """A two-column table of the scalar metrics, and per-class IoU with class names."""
@@ -620,7 +607,7 @@ def score_checkpoint(model, nc, outputs, dataset, labelled, out_dir, args):
 
     amp = engine.Amp(args.amp, args.device)
     return evaluate_model(adapted, loader, args.device, tasks, args.classes, args.min_depth,
-                          args.max_depth, amp=amp, on_batch=on_batch)
+                          args.max_depth, amp=amp, on_batch=on_batch, progress=False)
 
 
 if __name__ == "__main__":

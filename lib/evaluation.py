@@ -1,11 +1,12 @@
 """Scoring a model, or saved predictions, on a labelled split: shared by evaluate.py and
 every training script, so all numbers in this repository come from one code path."""
 import contextlib
+import time
 
 import torch
 import torch.nn.functional as F
 
-from lib.engine import UserError, unwrap
+from lib.engine import UserError, is_main, unwrap
 from lib.metrics import ConfusionMatrix, DepthMeter, NormalMeter
 
 TASKS = ("semantic", "depth", "normals")
@@ -112,17 +113,31 @@ def resize_prediction(task, pred, size):
     return F.normalize(out, dim=1) if task == "normals" else out
 
 
+class Progress:
+    """`[eval k/n] elapsed` on rank 0 every `every` batches (default: about ten lines) and at
+    the end, so a long evaluation is not silent."""
+
+    def __init__(self, total, every=None):
+        self.total, self.every = total, every or max(1, total // 10)
+        self.start = time.time()
+
+    def __call__(self, k):
+        if is_main() and (k % self.every == 0 or k == self.total):
+            print(f"[eval {k}/{self.total}] {time.time() - self.start:.1f}s", flush=True)
+
+
 @torch.no_grad()
 def evaluate_model(model, loader, device, tasks, num_classes=None, min_depth=1e-3,
-                   max_depth=80.0, amp=None, on_batch=None):
+                   max_depth=80.0, amp=None, on_batch=None, progress=True):
     """Run `model` (returning the dict of lib.models) over `loader` and score `tasks`.
 
-    on_batch(batch, preds) is called for every batch (e.g. to save predictions or panels).
-    """
+    on_batch(batch, preds) is called for every batch (e.g. to save predictions or panels);
+    progress: print `[eval k/n]` lines (False when the caller prints its own)."""
     was_training = model.training
     model.eval()
     scorer = Scorer(tasks, num_classes, min_depth, max_depth, device, depth_focal_of(model))
-    for batch in loader:
+    report = Progress(len(loader)) if progress else (lambda k: None)
+    for k, batch in enumerate(loader, 1):
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
                  for k, v in batch.items()}
         with amp.autocast() if amp is not None else contextlib.nullcontext():
@@ -131,6 +146,7 @@ def evaluate_model(model, loader, device, tasks, num_classes=None, min_depth=1e-
         scorer.update(preds, batch)
         if on_batch is not None:
             on_batch(batch, preds)
+        report(k)
     model.train(was_training)
     return scorer.compute()
 

@@ -11,7 +11,6 @@ code 2 and one `error:` line, before any run folder is written.
     python tools/reliability_probe.py --trials 1 --only probes      # the bad inputs only
 """
 import argparse
-import json
 import os
 import random
 import signal
