@@ -374,11 +374,10 @@ def read_prediction(path, task, args):
             img = Image.open(path)
             img.load()
     except Exception as exc:  # numpy and PIL raise many types on a truncated or foreign file
-        raise engine.UserError(f"cannot read prediction {path}: {exc.__class__.__name__}: {exc}") from None
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise engine.UserError(f"cannot read prediction {path}: {exc.__class__.__name__}: {first}") from None
     if path.endswith(".npy"):
-        if task == "normals" and arr.ndim == 3 and arr.shape[-1] == 3 and arr.shape[0] != 3:
-            arr = arr.transpose(2, 0, 1)
-        return torch.from_numpy(np.ascontiguousarray(arr)).float()
+        return _checked_array(arr, path, task)
     if img.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
         raise engine.UserError(f"{path}: a {img.mode} PNG; {task} predictions are one-channel "
                                "PNGs (8-bit ids, P-mode palette indices, or 16-bit depth)")
@@ -394,6 +393,24 @@ def read_prediction(path, task, args):
                                f"class indices of --classes {args.classes} (or 255 = none); "
                                "Cityscapes labelIds need --pred-format labelid")
     return ids
+
+
+def _checked_array(arr, path, task):
+    """A .npy prediction as a float tensor of the task's shape (depth HxW, normals 3xHxW),
+    refusing other shapes and NaN / inf values, which would reach metrics.json."""
+    if not np.issubdtype(arr.dtype, np.number):
+        raise engine.UserError(f"{path}: a {arr.dtype} array; predictions are numeric arrays")
+    if task == "depth" and arr.ndim == 3 and 1 in (arr.shape[0], arr.shape[-1]):
+        arr = arr.reshape(arr.shape[1:] if arr.shape[0] == 1 else arr.shape[:2])
+    if task == "normals" and arr.ndim == 3 and arr.shape[-1] == 3 and arr.shape[0] != 3:
+        arr = arr.transpose(2, 0, 1)
+    want = {"depth": "HxW", "normals": "3xHxW"}.get(task)
+    if want and (arr.ndim != len(want.split("x")) or (task == "normals" and arr.shape[0] != 3)):
+        raise engine.UserError(f"{path}: {task} predictions are {want} arrays, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise engine.UserError(f"{path}: {int(np.size(arr) - np.isfinite(arr).sum())} NaN or inf "
+                               "values; predictions must be finite")
+    return torch.from_numpy(np.ascontiguousarray(arr)).float()
 
 
 def score_pred_dir(dataset, tasks, args):

@@ -394,3 +394,28 @@ def test_cityscapes_test_split_predictions_for_the_benchmark(fixed_ckpt, tmp_pat
     files = sorted((tmp_path / "run" / "eval-checkpoint-cityscapes-test" / "preds" / "semantic").rglob("*.png"))
     assert [f.name for f in files] == ["frankfurt_000000_000294.png", "munster_000001_000019.png"]
     assert set(np.unique(np.asarray(Image.open(files[0])))) <= {26, 8}   # car; sidewalk on red pixels
+
+
+@pytest.mark.parametrize("task, write, message", [
+    ("semantic", lambda p: open(p + ".png", "wb").write(b"\x89PNG broken"), "cannot read prediction"),
+    ("semantic", lambda p: Image.fromarray(np.full((H, W), 40, np.uint8)).save(p + ".png"),
+     "are not class indices of --classes 19"),
+    ("depth", lambda p: np.save(p + ".npy", np.array([{"a": 1}], dtype=object)), "cannot read prediction"),
+    ("depth", lambda p: np.save(p + ".npy", np.ones((2, H, W), np.float32)), "depth predictions are HxW"),
+    ("depth", lambda p: np.save(p + ".npy", np.full((H, W), np.nan, np.float32)), "NaN or inf values"),
+])
+def test_bad_prediction_files_are_one_line_errors(tmp_path, task, write, message):
+    """A corrupt PNG, ids out of range, an object .npy, a 3-D depth array or NaN depth: one
+    line naming the file, and nothing lands in metrics.json."""
+    cs_val(tmp_path)
+    from test_data_driving import cityscapes_tree as tree
+    tree(tmp_path, "val", frames=FRAMES, disparity=np.full((H, W), 6401))
+    for stem in FRAMES:
+        os.makedirs(tmp_path / "p", exist_ok=True)
+        write(str(tmp_path / "p" / os.path.basename(stem)))
+    with pytest.raises(engine.UserError) as err:
+        run_eval("--pred-dir", tmp_path / "p", "--dataset", "cityscapes", "--data-root", tmp_path,
+                 "--task", task)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert str(tmp_path / "p") in str(err.value)
+    assert not (tmp_path / "p-eval" / "metrics.json").exists()
