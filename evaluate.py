@@ -42,7 +42,7 @@ from lib import engine, vis
 from lib.args import add_data_args, new_parser
 from lib.data import build_dataset, get_entry
 from lib.data import transforms as T
-from lib.data.base import DataError, read_rgb
+from lib.data.base import DataError, inside, read_rgb
 from lib.data.labels import CITYSCAPES_TO, CLASS_NAMES, NAME_TO_LABEL, TRAIN19_TO, apply_map
 from lib.evaluation import TASKS, Progress, Scorer, evaluate_model, resize_prediction
 from lib.models import build_model
@@ -461,7 +461,7 @@ def prediction_maps(batch, preds, i, native=True):
 
 def write_prediction(out_dir, name, task, pred, args):
     """One file of the --pred-dir layout: ids PNG, 16-bit depth PNG, or normals .npy."""
-    base = inside(os.path.join(out_dir, task), name)
+    base = inside(os.path.join(out_dir, task), name, f"sample {name!r}")
     if task == "semantic":
         ids = pred.numpy().astype(np.int64)
         if args.pred_format == "labelid":
@@ -472,15 +472,6 @@ def write_prediction(out_dir, name, task, pred, args):
     else:
         os.makedirs(os.path.dirname(base), exist_ok=True)
         np.save(base + ".npy", pred.numpy().astype(np.float32))
-
-
-def inside(folder, name):
-    """folder/name, refused when a sample name would lead outside the folder ('..', '/')."""
-    base = os.path.abspath(folder)
-    path = os.path.normpath(os.path.join(base, name))
-    if os.path.commonpath([path, base]) != base:
-        raise engine.UserError(f"sample name {name!r} leads outside {folder}; not writing there")
-    return path
 
 
 def colorize(task, pred, classes):
@@ -615,7 +606,8 @@ def score_checkpoint(model, nc, outputs, dataset, labelled, out_dir, args):
                         write_prediction(os.path.join(out_dir, "preds"), name, task, p, args)
                     if args.save_color:
                         vis.save_png(colorize(task, p, args.classes),
-                                     inside(os.path.join(out_dir, "preds", "color", task), name) + ".png")
+                                     inside(os.path.join(out_dir, "preds", "color", task), name,
+                                            f"sample {name!r}") + ".png")
             if budget[0] > 0:
                 budget[0] -= 1
                 save_panel(out_dir, batch, preds, i, args.classes)

@@ -139,8 +139,8 @@ def inside(root, rel, where):
     base = os.path.abspath(root)
     path = os.path.normpath(os.path.join(base, rel))
     if os.path.commonpath([path, base]) != base:
-        raise DataError(f"{where}: {rel!r} leads outside {root}; list files may only name files "
-                        "inside the dataset's folder")
+        raise DataError(f"{where}: {rel!r} leads outside {root}; a path that comes from data "
+                        "must stay inside its folder")
     return path
 
 
