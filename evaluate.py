@@ -46,6 +46,7 @@ from lib.data.base import DataError, inside, read_rgb
 from lib.data.labels import CITYSCAPES_TO, CLASS_NAMES, NAME_TO_LABEL, TRAIN19_TO, apply_map
 from lib.evaluation import TASKS, Progress, Scorer, evaluate_model, resize_prediction
 from lib.models import build_model
+from lib.models.dada import official_checkpoint
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 PRED_EXTENSIONS = (".png", ".npy")
@@ -117,9 +118,21 @@ def check_flags(args):
 
 
 # ----------------------------------------------------------------------------- checkpoints
+def read_checkpoint(path, flag):
+    """A checkpoint of this repository, or an official DADA / AdvEnt .pth converted in memory
+    (lib.models.dada.official_checkpoint, as tools/import_checkpoint.py writes it)."""
+    try:
+        return engine.load_checkpoint(path, flag=flag)
+    except engine.UserError:
+        ckpt = official_checkpoint(path)
+        if ckpt is None:
+            raise
+        return ckpt
+
+
 def load_inference_model(path, name=None, flag="--checkpoint"):
     """Rebuild the checkpoint's inference model from its stored spec and weights (strict)."""
-    ckpt = engine.load_checkpoint(path, flag=flag)
+    ckpt = read_checkpoint(path, flag)
     specs = ckpt.get("model_specs") or {}
     name = name or ckpt.get("extra", {}).get("inference_model") or (
         next(iter(specs)) if len(specs) == 1 else None)

@@ -12,10 +12,11 @@ import torch.nn as nn
 
 from .backbones import build_backbone, freeze_bn, ResNetBackbone
 from .decoders import UpsampleDecoder, to_depth, to_edges, to_normals, to_prediction
+from .dada import DadaNet
 from .encdec import EncDecNet
 from .transfer import AtdtNet, TransferNet
 
-MODELS = {"encdec": EncDecNet, "atdt": AtdtNet}
+MODELS = {"encdec": EncDecNet, "atdt": AtdtNet, "dada": DadaNet}
 
 
 def _check_arch(arch):
@@ -45,6 +46,6 @@ def build_model(spec: dict) -> nn.Module:
 
 
 __all__ = [
-    "MODELS", "build_model", "model_spec", "EncDecNet", "ResNetBackbone", "build_backbone",
+    "MODELS", "build_model", "model_spec", "EncDecNet", "DadaNet", "ResNetBackbone", "build_backbone",
     "freeze_bn", "UpsampleDecoder", "AtdtNet", "TransferNet", "to_depth", "to_normals", "to_edges", "to_prediction",
 ]

@@ -16,3 +16,17 @@ class FeatureCritic(nn.Module):
 
     def forward(self, feat):
         return self.net(feat)
+
+
+class OutputDiscriminator(nn.Sequential):
+    """ADVENT / DADA's fully convolutional discriminator on output-space maps (DADA Sec. 3.3;
+    official get_fc_discriminator): 4x4 stride-2 convs C->64->128->256->512->1, LeakyReLU 0.2
+    after the first four, one logit per output location."""
+
+    def __init__(self, in_channels, width=64):
+        chans = [in_channels, width, width * 2, width * 4, width * 8]
+        mods = []
+        for cin, cout in zip(chans[:-1], chans[1:]):
+            mods += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        mods.append(nn.Conv2d(chans[-1], 1, 4, stride=2, padding=1))
+        super().__init__(*mods)

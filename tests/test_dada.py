@@ -1,0 +1,144 @@
+"""train_dada.py on tiny procedural data: every setup of Table 3 end to end, what each
+discriminator sees, the official update order (generator steps leave D alone and D steps leave
+the network alone), no target label in any supervised loss, the depth target."""
+import json
+
+import pytest
+import torch
+
+import train_dada
+from lib import engine, losses
+
+TINY = ["--size", "32", "64", "--batch-size", "2", "--proc-length", "8", "--workers", "0",
+        "--eval-batches", "1", "--log-every", "1", "--device", "cpu", "--backbone", "resnet18"]
+
+
+def run(out_dir, *extra, iters=2):
+    args = train_dada.get_args_parser().parse_args(
+        TINY + ["--iters", str(iters), "--output-dir", str(out_dir), *extra])
+    return train_dada.main(args)
+
+
+@pytest.mark.parametrize("setup", list(train_dada.SETUPS))
+def test_every_setup_runs_end_to_end(tmp_path, setup):
+    metrics = run(tmp_path, "--setup", setup, iters=1)
+    assert metrics["setup"] == setup and metrics["selection"] == "last"
+    assert 0 <= metrics["target"]["mIoU"] <= 100 and len(metrics["target"]["per_class"]) == 11
+    ckpt = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
+    discs = {k for k in ckpt["models"] if k.startswith("d_")}
+    assert discs == {f"d_{k}" for k in train_dada.discriminator_names(
+        train_dada.resolve_setup(train_dada.get_args_parser().parse_args(["--setup", setup])))}
+    assert len(discs) == {"s1": 0, "s6": 2}.get(setup, 1)
+
+
+def _args(setup):
+    return train_dada.resolve_setup(train_dada.get_args_parser().parse_args(["--setup", setup]))
+
+
+def test_discriminators_see_i_z_or_their_product():
+    """Eq. 5-6: S2 adapts I = -P log P / log C, S4 the inverse depth Z, S7 I x Z; S6 both apart."""
+    logits, z = torch.randn(2, 5, 4, 6), torch.rand(2, 4, 6)
+    surprisal = losses.surprisal_map(logits)
+    maps = {s: train_dada.discriminator_inputs(logits, z, _args(s)) for s in ("s2", "s4", "s6", "s7")}
+    assert set(maps["s2"]) == {"surprisal"} and torch.equal(maps["s2"]["surprisal"], surprisal)
+    assert set(maps["s4"]) == {"depth"} and torch.equal(maps["s4"]["depth"], z[:, None])
+    assert set(maps["s6"]) == {"surprisal", "depth"}
+    assert set(maps["s7"]) == {"fused"} and torch.allclose(maps["s7"]["fused"], surprisal * z[:, None])
+    # A uniform prediction has I = 1/C per class: its sum over classes is 1 at every pixel.
+    uniform = losses.surprisal_map(torch.zeros(1, 5, 2, 3)).sum(1)
+    assert torch.allclose(uniform, torch.ones(1, 2, 3))
+
+
+def test_depth_target_is_the_official_inverse_depth_in_metres():
+    """65536 / (depth_cm + 1) (official SYNTHIA loader) with depth in metres; 0 is invalid."""
+    target, mask = train_dada.inverse_depth_target(torch.tensor([0.0, 1.0, 10.0]))
+    assert target[1].item() == pytest.approx(65536 / 101) and target[2].item() == pytest.approx(65536 / 1001)
+    assert mask.tolist() == [False, True, True]
+
+
+def test_setup_switches_and_their_errors():
+    a = _args("s4")
+    assert (a.surprisal_adapt, a.depth_adapt, a.feat_fusion, a.dada_fusion, a.depth_block) == \
+        (False, True, False, False, True)
+    b = train_dada.resolve_setup(train_dada.get_args_parser().parse_args(["--setup", "s2", "--feat-fusion"]))
+    assert b.feat_fusion and b.surprisal_adapt and b.depth_block
+    with pytest.raises(engine.UserError, match="--dada-fusion fuses surprisal and depth"):
+        train_dada.resolve_setup(train_dada.get_args_parser().parse_args(["--setup", "s2", "--dada-fusion"]))
+
+
+def _setup_step(tmp_path, setup="s7"):
+    """Network, discriminators and one source / target batch, as main() builds them."""
+    from lib.args import apply_preset
+    args = train_dada.get_args_parser().parse_args(
+        TINY + ["--setup", setup, "--iters", "1", "--output-dir", str(tmp_path)])
+    apply_preset(args, train_dada.PRESETS, [args.src, args.tgt], log=None)
+    train_dada.resolve_setup(args)
+    engine.init_distributed(args)
+    data_a, data_b = train_dada.datasets(args)
+    _, net, discs, optims = train_dada.build(args, 11)
+    src = next(engine.InfiniteLoader(data_a, 2, args, domain=0))
+    tgt = next(engine.InfiniteLoader(data_b, 2, args, domain=1))
+    return args, train_dada.RawOutputs(net).train(), net, discs, optims, src, tgt
+
+
+def _grads(module):
+    return [p.grad for p in module.parameters() if p.requires_grad]
+
+
+@pytest.mark.parametrize("setup", ["s2", "s6", "s7"])
+def test_generator_losses_leave_d_alone_and_d_losses_leave_the_network_alone(tmp_path, setup):
+    """The official order: the network's losses run with the discriminators frozen, and the
+    discriminators learn from detached maps."""
+    args, model, net, discs, optims, src, tgt = _setup_step(tmp_path, setup)
+    amp = engine.Amp("off", args.device)
+    terms, maps_s, maps_t = train_dada.generator_step(model, discs, src, tgt, amp, args)
+    assert "adv" in terms and all(g is None for d in discs.values() for g in _grads(d))
+    assert any(g is not None and g.abs().sum() > 0 for g in _grads(net))
+    assert all(p.requires_grad for d in discs.values() for p in d.parameters())   # unfrozen again
+    for p in net.parameters():
+        p.grad = None
+    train_dada.discriminator_step(discs, maps_s, maps_t, amp)
+    assert all(g is None for g in _grads(net))
+    assert all(g is not None for d in discs.values() for g in _grads(d))
+
+
+def test_no_target_label_reaches_a_supervised_loss(tmp_path, monkeypatch):
+    """B's batches carry no labels at all, and CE / berHu only ever see the source's."""
+    seen = []
+    real_ce, real_berhu = losses.cross_entropy, losses.berhu
+    monkeypatch.setattr(train_dada.losses, "cross_entropy",
+                        lambda logits, target, *a, **k: (seen.append(target), real_ce(logits, target, *a, **k))[1])
+    monkeypatch.setattr(train_dada.losses, "berhu",
+                        lambda pred, target, *a, **k: (seen.append(target), real_berhu(pred, target, *a, **k))[1])
+    args, model, net, discs, optims, src, tgt = _setup_step(tmp_path, "s7")
+    assert not {"semantic", "depth"} & set(tgt)
+    values = train_dada.train_step(model, discs, src, tgt, optims, engine.Amp("off", args.device), args, 0)
+    assert set(values) == {"seg", "dep", "adv", "d_fused"}
+    assert torch.equal(seen[0], src["semantic"])
+    assert torch.equal(seen[1], train_dada.inverse_depth_target(src["depth"])[0])
+    assert len(seen) == 2
+
+
+def test_target_through_bn_control_moves_only_batchnorm_statistics(tmp_path):
+    """The s1 control: target images pass in train mode with no loss, so BN running statistics
+    see them while no gradient comes from them."""
+    a = run(tmp_path / "plain", "--setup", "s1", "--seed", "3", iters=1)
+    b = run(tmp_path / "bn", "--setup", "s1", "--seed", "3", "--target-through-bn", iters=1)
+    wa = torch.load(tmp_path / "plain" / "checkpoint.pth", weights_only=True)["models"]["model"]
+    wb = torch.load(tmp_path / "bn" / "checkpoint.pth", weights_only=True)["models"]["model"]
+    stats = [k for k in wa if k.endswith("running_mean")]
+    assert any(not torch.equal(wa[k], wb[k]) for k in stats)
+    weights = [k for k in wa if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert all(torch.equal(wa[k], wb[k]) for k in weights)
+    assert a["setup"] == b["setup"] == "s1"
+    with pytest.raises(engine.UserError, match="BatchNorm control of source-only"):
+        run(tmp_path / "bad", "--setup", "s2", "--target-through-bn", iters=1)
+
+
+def test_selection_on_target_val_is_recorded(tmp_path):
+    metrics = run(tmp_path, "--select-on-target-val", "--eval-every", "1", iters=2)
+    assert metrics["selection"].startswith("best on proc-b val (iteration")
+    assert "target labels used" in metrics["selection"]
+    assert (tmp_path / "best_model.pth").is_file()
+    logged = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    assert sum("target_val" in r for r in logged) == 2

@@ -1,0 +1,363 @@
+"""DADA (Vu et al., ICCV 2019): depth-aware adversarial domain adaptation for semantic
+segmentation, with its AdvEnt and source-only baselines: every setup of Table 3 (S1-S7).
+
+    python train_dada.py                                     # DADA (S7) on the procedural benchmark
+    python train_dada.py --setup s2                          # AdvEnt; s1: source only
+    python train_dada.py --src synthia --tgt cityscapes --data-root DATA        # the paper's run
+    python train_dada.py --src synthia --tgt mapillary --data-root DATA --classes 7
+
+--src (A) brings semantic and depth labels, --tgt (B) only images: a target batch never
+reaches a supervised loss. On real data the defaults are the paper's and the official code's
+(PRESETS below, `--preset`); on the procedural benchmark a small CPU run.
+"""
+import argparse
+import os
+
+import torch
+import torch.nn.functional as F
+
+from lib import engine, losses
+from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
+from lib.data import build_dataset, data_options, get_entry, require_labels, resolve_classes
+from lib.data.labels import CLASS_NAMES
+from lib.evaluation import evaluate_model, per_class_line
+from lib.models import build_model, model_spec
+from lib.models.discriminators import OutputDiscriminator
+
+SCRIPT = "train_dada.py"
+OFFICIAL = "official code (valeoai/DADA, ADVENT)"
+# Table 3: surprisal adaptation, depth adaptation, feature fusion, DADA fusion.
+SETUPS = {"s1": (0, 0, 0, 0), "s2": (1, 0, 0, 0), "s3": (1, 0, 1, 0), "s4": (0, 1, 0, 0),
+          "s5": (0, 1, 1, 0), "s6": (1, 1, 1, 0), "s7": (1, 1, 1, 1)}
+# flag: (paper value, its source, cpu value). The cpu column is this repository's small run:
+# from scratch, 64x128, where SGD at the paper's 2.5e-4 would barely move (README, "DADA").
+PRESETS = {
+    "backbone": ("resnet101", "Sec. 4.1: DeepLab-v2 ResNet-101", "resnet18"),
+    "pretrained": ("imagenet", "Sec. 4.1: ImageNet initialisation (the official file via PATH)", "none"),
+    "classes": (16, "Table 1: 16 SYNTHIA classes (13-class mIoU* from the same scores)", None),
+    "src_resize": ((760, 1280), "Sec. 4.1 / official config: SYNTHIA resized to 1280x760", None),
+    "tgt_resize": ((512, 1024), "Sec. 4.1 / official config: Cityscapes resized to 1024x512", None),
+    "size": ((512, 1024), "no crops: each domain trains at its --src/--tgt-resize", (64, 128)),
+    "batch_size": (1, "Sec. 4.1: one source and one target image", 4),
+    "iters": (90000, "official config: 90k iterations", 600),
+    "lr": (2.5e-4, "Sec. 4.1: SGD 2.5e-4, momentum 0.9, poly 0.9", 1e-2),
+    "weight_decay": (5e-4, "official config (the paper's text says 1e-4)", 5e-4),
+    "save_every": (5000, "ours: one resumable checkpoint every 5000 steps", 600),
+}
+
+
+def get_args_parser(add_help=True):
+    parser = new_parser(__doc__, add_help)
+    add_common_args(parser)
+    g = parser.add_argument_group("DADA")
+    g.add_argument("--setup", default="s7", choices=list(SETUPS),
+                   help="Table 3: s1 source only, s2 AdvEnt, s3-s6 ablations, s7 DADA; sets the "
+                        "four switches below unless they are given")
+    for flag, what in (("surprisal-adapt", "adversarial adaptation of the surprisal I (eq. 5)"),
+                       ("depth-adapt", "adversarial adaptation of the inverse depth Z"),
+                       ("feat-fusion", "depth block fused into the features (Sec. 3.1)"),
+                       ("dada-fusion", "one discriminator on I x Z (eq. 6, Sec. 3.2)")):
+        g.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None, help=what)
+    g.add_argument("--lambda-dep", type=float, default=1e-3, help="depth loss weight (Sec. 4.1)")
+    g.add_argument("--lambda-adv", type=float, default=1e-3, help="adversarial weight (Sec. 4.1)")
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Sec. 4.1)")
+    g.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
+    g.add_argument("--d-lr", type=float, default=1e-4, help="discriminator Adam lr (Sec. 4.1)")
+    g.add_argument("--src-resize", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="resize of --src images and labels (default: --resize)")
+    g.add_argument("--tgt-resize", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="resize of --tgt images (default: --resize)")
+    g.add_argument("--source-fraction", type=float, default=1.0,
+                   help="train on this fraction of the source split, its first images (Table 4)")
+    g.add_argument("--freeze-bn-stats", action="store_true",
+                   help="BN normalises with running statistics (the official loop uses batch ones)")
+    g.add_argument("--target-through-bn", action="store_true",
+                   help="control for s1: target images pass through the network in train mode "
+                        "with no loss, so only BatchNorm statistics see them")
+    g.add_argument("--select-on-target-val", action="store_true",
+                   help="the official protocol: keep the snapshot best on target val every "
+                        "--eval-every (uses target labels; recorded in metrics.json)")
+    parser.set_defaults(poly_power=0.9, output_dir=None)
+    return set_presets(parser, PRESETS)
+
+
+def resolve_setup(args):
+    """Table 3's switches from --setup, unless given explicitly."""
+    for name, value in zip(("surprisal_adapt", "depth_adapt", "feat_fusion", "dada_fusion"),
+                           SETUPS[args.setup]):
+        if getattr(args, name) is None:
+            setattr(args, name, bool(value))
+    if args.dada_fusion and not (args.surprisal_adapt and args.depth_adapt):
+        raise engine.UserError("--dada-fusion fuses surprisal and depth: it needs --surprisal-adapt "
+                               "and --depth-adapt")
+    if not 0 < args.source_fraction <= 1:
+        raise engine.UserError(f"--source-fraction must lie in (0, 1], got {args.source_fraction}")
+    if args.target_through_bn and (args.surprisal_adapt or args.depth_adapt):
+        raise engine.UserError("--target-through-bn is the BatchNorm control of source-only "
+                               "training (--setup s1)")
+    args.depth_block = args.depth_adapt or args.feat_fusion
+    return args
+
+
+def inverse_depth_target(depth_m):
+    """The official depth target, 65536 / (depth_cm + 1) (DADA's SYNTHIA loader), written for
+    depth in metres so every dataset gets the same scale; invalid pixels (0) are masked."""
+    return 65536.0 / (100.0 * depth_m + 1.0), depth_m > 0
+
+
+def discriminator_inputs(logits, inv_depth, args):
+    """The maps the discriminators see (eq. 6-7): I (S2-S3), Z (S4-S5), I and Z apart (S6),
+    or I x Z (S7, DADA fusion), at the input size as the official code upsamples them."""
+    maps = {}
+    if args.dada_fusion:
+        maps["fused"] = losses.surprisal_map(logits) * inv_depth.unsqueeze(1)
+        return maps
+    if args.surprisal_adapt:
+        maps["surprisal"] = losses.surprisal_map(logits)
+    if args.depth_adapt:
+        maps["depth"] = inv_depth.unsqueeze(1)
+    return maps
+
+
+class RawOutputs(torch.nn.Module):
+    """The network's training outputs (logits, inverse depth at output stride 8) as its forward,
+    so DDP sees every training pass."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net.forward_raw(x)
+
+
+def forward(model, x):
+    """Logits and inverse depth upsampled to the input size (align_corners, as the official)."""
+    logits, inv_depth = model(x)
+    size = x.shape[-2:]
+    logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+    if inv_depth is not None:
+        inv_depth = F.interpolate(inv_depth[:, None], size=size, mode="bilinear", align_corners=True)[:, 0]
+    return logits.float(), None if inv_depth is None else inv_depth.float()
+
+
+def train_step(model, discs, src, tgt, optims, amp, args, it):
+    """One iteration in the official order (train_UDA.py): the network's losses, then each
+    discriminator's, then every optimizer steps once."""
+    for opt in optims.values():
+        opt.zero_grad(set_to_none=True)
+    terms, maps_s, maps_t = generator_step(model, discs, src, tgt, amp, args)
+    terms.update(discriminator_step(discs, maps_s, maps_t, amp))
+    values = engine.check_finite(terms, it + 1, list(src["name"]) + list(tgt["name"]))
+    _average_grads(discs.values())
+    amp.step(list(optims.values()))
+    return values
+
+
+def generator_step(model, discs, src, tgt, amp, args):
+    """The source's supervised losses (CE, lambda_dep berHu on inverse depth), backward; then
+    the target's fooling losses (eq. 7, target maps labelled as source), backward, with the
+    discriminators frozen so these losses never reach them."""
+    for d in discs.values():
+        d.requires_grad_(False)
+    with amp.autocast():
+        logits_s, z_s = forward(model, src["image"])
+    terms = {"seg": losses.cross_entropy(logits_s, src["semantic"])}
+    if z_s is not None:
+        target, mask = inverse_depth_target(src["depth"])
+        terms["dep"] = args.lambda_dep * losses.berhu(z_s, target, mask)
+    amp.backward(sum(terms.values()))
+    maps_s, maps_t = discriminator_inputs(logits_s.detach(), _detach(z_s), args), {}
+    if args.target_through_bn:
+        with torch.no_grad(), amp.autocast():
+            forward(model, tgt["image"])                  # BatchNorm statistics only
+    if discs:
+        with amp.autocast():
+            logits_t, z_t = forward(model, tgt["image"])   # no label of B is read here
+        maps_t = discriminator_inputs(logits_t, z_t, args)
+        terms["adv"] = args.lambda_adv * sum(losses.bce_adv(discs[k](m), 0.0) for k, m in maps_t.items())
+        amp.backward(terms["adv"])
+    for d in discs.values():
+        d.requires_grad_(True)
+    return terms, maps_s, {k: m.detach() for k, m in maps_t.items()}
+
+
+def discriminator_step(discs, maps_s, maps_t, amp):
+    """Eq. 6: each discriminator on the detached source (label 0) and target (label 1) maps,
+    so its loss never reaches the network."""
+    terms = {}
+    for k, d in discs.items():
+        loss = (losses.bce_adv(d(maps_s[k]), 0.0) + losses.bce_adv(d(maps_t[k]), 1.0)) / 2
+        amp.backward(loss)
+        terms[f"d_{k}"] = loss.detach()
+    return terms
+
+
+def _average_grads(modules):
+    """Under DDP the discriminators are not wrapped (their requires_grad flips within a step,
+    which DDP's reducer does not allow): average their gradients over processes here."""
+    if not torch.distributed.is_initialized():
+        return
+    world = torch.distributed.get_world_size()
+    for m in modules:
+        for p in m.parameters():
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= world
+
+
+def _detach(x):
+    return None if x is None else x.detach()
+
+
+def build(args, num_classes):
+    """DeepLab-v2 (+ the depth block), its SGD with the 10x head group, the discriminators."""
+    # The official ImageNet file expects Caffe-style BGR input; torchvision's and random
+    # initialisations take this repository's normalised RGB (README, "DADA").
+    official_init = str(args.pretrained).lower() not in ("none", "imagenet")
+    spec = model_spec("dada", backbone=args.backbone, num_classes=num_classes,
+                      depth_block=args.depth_block, feat_fusion=args.feat_fusion,
+                      freeze_bn_stats=args.freeze_bn_stats, pretrained=args.pretrained,
+                      caffe_input=official_init)
+    model = build_model(spec)
+    optims = {"model": torch.optim.SGD(model.param_groups(args.lr), lr=args.lr,
+                                       momentum=args.momentum, weight_decay=args.weight_decay)}
+    channels = {"surprisal": num_classes, "depth": 1, "fused": num_classes}
+    discs = {k: OutputDiscriminator(channels[k]) for k in discriminator_names(args)}
+    for k, d in discs.items():
+        optims[f"d_{k}"] = torch.optim.Adam(d.parameters(), lr=args.d_lr, betas=(0.9, 0.99))
+    return spec, model, discs, optims
+
+
+def discriminator_names(args):
+    """One discriminator per adapted space (two in S6), one on I x Z with DADA fusion."""
+    if args.dada_fusion:
+        return ["fused"]
+    return [k for k, on in (("surprisal", args.surprisal_adapt), ("depth", args.depth_adapt)) if on]
+
+
+def datasets(args):
+    """Source train (semantic + depth, --source-fraction of it) and target train (images)."""
+    labels_a = ["semantic"] + (["depth"] if args.depth_block else [])
+    opts_a = {**data_options(args, "src"), "resize": args.src_resize or args.resize}
+    opts_b = {**data_options(args, "tgt"), "resize": args.tgt_resize or args.resize}
+    # No crops (official config): each domain trains at its own resized size when given.
+    size_a, size_b = opts_a["resize"] or args.size, opts_b["resize"] or args.size
+    data_a = build_dataset(args.src, "train", size_a, args.data_root, args.seed, args.proc_length,
+                           labels=labels_a, role="--src", train=True, **opts_a)
+    if args.source_fraction < 1:
+        n = max(1, int(len(data_a) * args.source_fraction))
+        data_a = build_dataset(args.src, "train", size_a, args.data_root, args.seed, n,
+                               labels=labels_a, role="--src", train=True, **opts_a)
+    data_b = build_dataset(args.tgt, "train", size_b, args.data_root, args.seed + 1, args.proc_length,
+                           labels=[], role="--tgt", train=True, **opts_b)
+    return data_a, data_b
+
+
+def val_loader(name, role, args):
+    resize = (args.src_resize if role == "src" else args.tgt_resize) or args.resize
+    data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length,
+                         labels=["semantic"], role=f"--{role}", **{**data_options(args, role), "resize": resize})
+    return engine.eval_loader(data, max(args.batch_size, 4), args, args.eval_batches)
+
+
+def score(model, loader, nc, args, amp):
+    """mIoU on a validation split; with 16 classes also mIoU* over 13 (no wall, fence, pole)."""
+    m = evaluate_model(model, loader, args.device, ["semantic"], nc, amp=amp)
+    if nc == 16:
+        kept = [v for i, v in enumerate(m["per_class"]) if i not in (3, 4, 5) and v is not None]
+        m["mIoU13"] = sum(kept) / len(kept) if kept else None
+    return m
+
+
+def main(args):
+    apply_preset(args, PRESETS, [args.src, args.tgt])
+    args.output_dir = args.output_dir or os.path.join("runs", "train_dada")
+    resolve_setup(args)
+    args.classes = resolve_classes([(args.src, "--src"), (args.tgt, "--tgt")], args.classes)
+    require_labels(args.src, ["semantic"] + (["depth"] if args.depth_block else []), "--src")
+    logger = engine.setup_run(args, SCRIPT)
+    data_a, data_b = datasets(args)
+    nc = getattr(data_a, "classes", None) or args.classes or get_entry(args.src).num_classes
+    spec, net, discs, optims = build(args, nc)
+    model = engine.prepare_model(RawOutputs(net), args)
+    net = engine.unwrap(model).net                 # SyncBN conversion may have replaced modules
+    discs = {k: engine.prepare_model(d, args, ddp=False) for k, d in discs.items()}
+    loaders = {"a": engine.InfiniteLoader(data_a, args.batch_size, args, domain=0),
+               "b": engine.InfiniteLoader(data_b, args.batch_size, args, domain=1)}
+    scheds = {k: engine.poly_scheduler(o, args.iters, args.poly_power) for k, o in optims.items()}
+    amp = engine.Amp(args.amp, args.device)
+    state = dict(models={"model": net, **{f"d_{k}": d for k, d in discs.items()}}, optimizers=optims,
+                 schedulers=scheds, amp=amp, loaders=loaders)
+    start, best_path = 0, os.path.join(args.output_dir, "best_model.pth")
+    if path := engine.resume_path(args):
+        start = engine.restore(engine.load_checkpoint(path, SCRIPT), **state)
+    best = (torch.load(best_path, map_location="cpu", weights_only=True) if start and os.path.isfile(best_path)
+            else {"score": None, "iteration": None, "state": None})
+    val_tgt = val_loader(args.tgt, "tgt", args) if args.select_on_target_val else None
+    ckpt_path = os.path.join(args.output_dir, "checkpoint.pth")
+    logger.start(start)
+    model.train()
+    for it in range(start, engine.stop_iteration(args)):
+        src = engine.to_device(next(loaders["a"]), args.device, args.channels_last)
+        tgt = engine.to_device(next(loaders["b"]), args.device, args.channels_last)
+        values = train_step(model, discs, src, tgt, optims, amp, args, it)
+        for s in scheds.values():
+            s.step()
+        logger.step(it + 1, values, lr=scheds["model"].get_last_lr()[0])
+        if val_tgt is not None and args.eval_every and (it + 1) % args.eval_every == 0:
+            best = select(net, val_tgt, nc, args, amp, it + 1, best, logger, best_path)
+        if engine.should_save(it + 1, args):
+            engine.save_checkpoint(ckpt_path, script=SCRIPT, iteration=it + 1, args=args,
+                                   model_specs={"model": spec},
+                                   extra={"inference_model": "model"}, **state)
+    if engine.stop_iteration(args) < args.iters:
+        engine.cleanup_distributed()
+        return None  # --stop-at: continue with --resume auto
+    return finish(net, spec, nc, args, amp, best, logger)
+
+
+def select(net, loader, nc, args, amp, iteration, best, logger, path):
+    """--select-on-target-val: the official snapshot scan, on target labels (recorded); the
+    best snapshot goes to its own file, weights only, as AT/DT's best G does."""
+    m = score(net, loader, nc, args, amp)
+    net.train()
+    logger.write({"iter": iteration, "target_val": m})
+    if best["score"] is None or m["mIoU"] > best["score"]:
+        state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+        best = {"score": m["mIoU"], "iteration": iteration, "state": state}
+        if engine.is_main():
+            engine.atomic_save(best, path)
+    return best
+
+
+def finish(net, spec, nc, args, amp, best, logger):
+    """The reported model (last, or best on target val when asked), saved, then scored on the
+    source and target validation splits."""
+    selection = "last"
+    if args.select_on_target_val and best["state"] is not None:
+        net.load_state_dict(best["state"])
+        selection = f"best on {args.tgt} val (iteration {best['iteration']}; target labels used)"
+    if engine.is_main():
+        engine.save_checkpoint(os.path.join(args.output_dir, "model.pth"), script=SCRIPT,
+                               iteration=args.iters, args=args, models={"model": net},
+                               model_specs={"model": spec},
+                               extra={"inference_model": "model", "selection": selection})
+    metrics = {"selection": selection, "setup": args.setup, "iteration": args.iters,
+               "source": score(net, val_loader(args.src, "src", args), nc, args, amp),
+               "target": score(net, val_loader(args.tgt, "tgt", args), nc, args, amp)}
+    logger.write({"iter": args.iters, **metrics})
+    if engine.is_main():
+        engine.write_json(metrics, os.path.join(args.output_dir, "metrics.json"))
+        names = CLASS_NAMES.get(nc)
+        for dom in ("source", "target"):
+            m = metrics[dom]
+            print(f"{dom} ({args.src if dom == 'source' else args.tgt} val): mIoU={m['mIoU']:.2f} "
+                  f"acc={m['acc']:.2f}" + (f" mIoU13={m['mIoU13']:.2f}" if m.get("mIoU13") is not None else ""))
+            print("  " + per_class_line(m["per_class"], names))
+    engine.cleanup_distributed()
+    return metrics
+
+
+if __name__ == "__main__":
+    engine.cli(main, parse(get_args_parser()))
