@@ -45,6 +45,7 @@ from lib.data import transforms as T
 from lib.data.base import DataError, inside, read_rgb
 from lib.data.labels import CITYSCAPES_TO, CLASS_NAMES, NAME_TO_LABEL, TRAIN19_TO, apply_map
 from lib.evaluation import TASKS, Progress, Scorer, evaluate_model, resize_prediction
+from lib.metrics import negative_transfer_rate, per_image_miou
 from lib.models import build_model
 from lib.models.dada import official_checkpoint
 
@@ -87,6 +88,10 @@ def get_args_parser(add_help=True):
     parser.add_argument("--device", default=None)
     parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
     parser.add_argument("--max-batches", type=int, default=None, help="score only N batches")
+    parser.add_argument("--reference", default=None, metavar="CKPT",
+                        help="with --checkpoint: also report the negative transfer rate (DADA "
+                             "Sec. 4.2), the share of images whose mIoU is below this (source-only) "
+                             "model's")
     parser.add_argument("--print-every", type=int, default=None, metavar="N",
                         help="progress line every N batches (default: about ten lines per run)")
     parser.add_argument("--save-vis", type=int, default=0, metavar="N",
@@ -115,6 +120,11 @@ def check_flags(args):
         raise engine.UserError(f"{flag} needs --checkpoint (a model to run), not --pred-dir")
     if args.images:
         args.save_preds = True
+    if args.reference and (not args.checkpoint or args.images):
+        raise engine.UserError("--reference compares two models on a labelled split: give "
+                               "--checkpoint and a --dataset, not --pred-dir or --images")
+    if args.reference and not os.path.isfile(args.reference):
+        raise engine.UserError(f"checkpoint not found: {args.reference} (check --reference)")
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -583,6 +593,11 @@ def main(args):
                "class_names": names, **engine.strict_json(scores)}
     if args.images:
         metrics["images"] = args.images
+    if args.reference:
+        metrics.update(negative_transfer(model, nc, dataset, args))
+        if engine.is_main():
+            print(f"negative transfer rate against {args.reference}: "
+                  f"{metrics['negative_transfer_rate']:.1f}% of {metrics['negative_transfer_images']} images")
     if engine.is_main():
         where = args.images if args.images else f"{name} {args.split}"
         print_table(engine.strict_json(scores), f"{where}: {n} samples", names)
@@ -590,6 +605,25 @@ def main(args):
         print(f"wrote {os.path.join(out_dir, 'metrics.json')}")
     engine.cleanup_distributed()
     return metrics
+
+
+@torch.no_grad()
+def negative_transfer(model, nc, dataset, args):
+    """DADA Sec. 4.2: the share of images whose per-image mIoU is below the --reference
+    (source-only) model's, both scored on the same images with the same class map."""
+    reference, _ = load_inference_model(args.reference, flag="--reference")
+    models = [_Adapted(m, class_adapter(c, args.classes)).to(args.device).eval()
+              for m, c in ((model, nc), (reference, model_classes(reference, dataset[0]["image"])[0]))]
+    scores = ([], [])
+    for batch in engine.eval_loader(dataset, args.batch_size, args, args.max_batches):
+        target = batch["semantic"].to(args.device)
+        for model_scores, m in zip(scores, models):
+            pred = m(batch["image"].to(args.device))["semantic"]
+            pred = resize_prediction("semantic", pred, target.shape[-2:])
+            ids = pred.argmax(1) if pred.dim() == 4 else pred
+            model_scores.extend(per_image_miou(ids, target, args.classes))
+    return {"reference": args.reference, "negative_transfer_images": len(scores[0]),
+            "negative_transfer_rate": negative_transfer_rate(*scores)}
 
 
 def score_checkpoint(model, nc, outputs, dataset, labelled, out_dir, args):

@@ -419,3 +419,41 @@ def test_bad_prediction_files_are_one_line_errors(tmp_path, task, write, message
     assert message in str(err.value) and "\n" not in str(err.value)
     assert str(tmp_path / "p") in str(err.value)
     assert not (tmp_path / "p-eval" / "metrics.json").exists()
+
+
+def _miou_by_hand(pred, gt, classes):
+    """Mean over classes present in gt or pred of TP / (TP + FP + FN), ignoring 255 in gt."""
+    valid = gt != 255
+    ious = []
+    for c in range(classes):
+        p, g = (pred == c) & valid, (gt == c) & valid
+        if p.any() or g.any():
+            ious.append((p & g).sum() / (p | g).sum())
+    return 100 * float(np.mean(ious))
+
+
+def test_negative_transfer_rate_against_a_reference(fixed_ckpt, tmp_path):
+    """DADA Sec. 4.2: the share of images whose per-image mIoU falls below the reference's,
+    here worked out by hand from the two models' known answers on proc-b val."""
+    data = build_dataset("proc-b", "val", (32, 64), length=6, labels=["semantic"])
+    a = fixed_ckpt(tmp_path / "a.pth", classes=11, cls=0)       # road unless red > 0.5: sidewalk
+    b = fixed_ckpt(tmp_path / "b.pth", classes=11, cls=9)       # building unless red > 0.5
+    worse = 0
+    for i in range(len(data)):
+        s = data[i]
+        red = (s["image"][0] > 0.5).numpy()     # FixedNet: logit of class 1 = red, of cls = 0.5
+        gt = s["semantic"].numpy()
+        miou_a = _miou_by_hand(np.where(red, 1, 0), gt, 11)
+        miou_b = _miou_by_hand(np.where(red, 1, 9), gt, 11)
+        worse += miou_a < miou_b
+    assert worse == 4                                           # both outcomes occur
+    m = run_eval("--checkpoint", a, "--reference", b, "--dataset", "proc-b", "--proc-length", 6,
+                 "--size", 32, 64, "--device", "cpu", "--output-dir", tmp_path / "ev")
+    assert m["negative_transfer_images"] == 6
+    assert m["negative_transfer_rate"] == pytest.approx(100 * worse / 6)
+    same = run_eval("--checkpoint", a, "--reference", a, "--dataset", "proc-b", "--proc-length", 6,
+                    "--size", 32, 64, "--device", "cpu", "--output-dir", tmp_path / "ev2")
+    assert same["negative_transfer_rate"] == 0                # ties are not negative transfer
+    with pytest.raises(engine.UserError, match="check --reference"):
+        run_eval("--checkpoint", a, "--reference", tmp_path / "none.pth", "--dataset", "proc-b",
+                 "--device", "cpu", "--output-dir", tmp_path / "ev3")
