@@ -142,3 +142,17 @@ def test_selection_on_target_val_is_recorded(tmp_path):
     assert (tmp_path / "best_model.pth").is_file()
     logged = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
     assert sum("target_val" in r for r in logged) == 2
+
+
+def test_bench_times_the_dada_step(tmp_path):
+    """tools/bench.py --only dada runs train_dada.train_step with the target at --tgt-size."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    import bench
+    res = bench.main(bench.get_args_parser().parse_args(
+        ["--only", "dada", "--size", "32", "64", "--tgt-size", "32", "48", "--batch-size", "1",
+         "--workers", "0", "--steps", "1", "--warmup", "0", "--device", "cpu", "--backbone", "resnet18"]))
+    d = res["dada"]
+    assert d["step_ms"] == pytest.approx(d["forward_ms"] + d["backward_ms"] + d["optimizer_ms"])
+    assert d["images_per_s"] == pytest.approx(1 / (d["step_ms"] / 1000))

@@ -11,6 +11,8 @@ Usage:
     python tools/bench.py --only atdt2 --size 512 512 --batch-size 1   # AT/DT stage 2
     python tools/bench.py --only finite --finite-stage atdt2           # cost of check_finite's sync
     python tools/bench.py --only ckpt2 --backbone resnet50             # stage-2 checkpoint size, time
+    python tools/bench.py --only dada --backbone resnet101 --size 760 1280 --tgt-size 512 1024 \
+        --batch-size 1 --steps 1 --warmup 0                            # DADA at the paper's sizes
     python tools/bench.py --device cuda --only atdt1 --backbone resnet50 --size 512 512 \\
         --batch-size 8 --decoder-width 128 --amp bf16 --channels-last --compile  # paper sizes
 
@@ -31,7 +33,7 @@ from lib import engine, losses  # noqa: E402
 from lib.data import build_dataset  # noqa: E402
 from lib.models import build_model, model_spec  # noqa: E402
 
-PARTS = ("generator", "loader", "step", "atdt1", "atdt2", "finite", "ckpt2")
+PARTS = ("generator", "loader", "step", "atdt1", "atdt2", "dada", "finite", "ckpt2")
 PHASES = ("data", "forward", "backward", "optimizer")
 
 
@@ -54,6 +56,8 @@ def get_args_parser(add_help=True):
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the models of the measured steps (step, atdt1, atdt2, finite)")
+    parser.add_argument("--tgt-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="dada: target image size (default: --size; the paper's is 512 1024)")
     parser.add_argument("--decoder-width", type=int, default=None,
                         help="atdt1 decoder width (default: train_tasks.py's; the paper's is 128)")
     parser.add_argument("--finite-stage", default="atdt2", choices=["atdt1", "atdt2"],
@@ -245,7 +249,23 @@ def atdt2_stage(datasets, args, amp):
     return step, _fetcher(datasets["a"], args)
 
 
-STAGES = {"atdt1": atdt1_stage, "atdt2": atdt2_stage}
+def dada_stage(datasets, args, amp):
+    """train_dada.train_step (S7: CE + berHu on the source, fooling and D on I x Z) as
+    (step, fetch); the target at --tgt-size (the paper: 1280x760 source, 1024x512 target)."""
+    import train_dada
+    ns = _method_args(train_dada.get_args_parser(), args, ["--setup", "s7"])
+    train_dada.resolve_setup(ns)
+    _, net, discs, optims = train_dada.build(ns, 16)
+    model = _prepare(train_dada.RawOutputs(net).train(), args)
+    discs = {k: d.to(args.device) for k, d in discs.items()}
+    fetch_a, fetch_b = _fetcher(datasets["a"], args), _fetcher(datasets["dada_b"], args)
+
+    def step(i, ab):
+        return train_dada.train_step(model, discs, ab[0], ab[1], optims, amp, ns, i)
+    return step, lambda: (fetch_a(), fetch_b())
+
+
+STAGES = {"atdt1": atdt1_stage, "atdt2": atdt2_stage, "dada": dada_stage}
 
 
 def bench_stage(name, datasets, args):
@@ -305,6 +325,9 @@ def _datasets(args):
     if "atdt1" in args.only or ("finite" in args.only and args.finite_stage == "atdt1"):
         other = "proc-b" if args.dataset == "proc-a" else args.dataset
         out["b"] = build_dataset(other, "train", args.size, args.data_root, labels=["depth", "edges"])
+    if "dada" in args.only:
+        other = "proc-b" if args.dataset == "proc-a" else args.dataset
+        out["dada_b"] = build_dataset(other, "train", args.tgt_size or args.size, args.data_root, labels=[])
     return out
 
 

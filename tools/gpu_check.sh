@@ -37,6 +37,7 @@ if [[ $DRY == 1 ]]; then
     COMMON=(--device cpu --backbone resnet18 --size 64 64 --warmup 0 --steps 1 --workers 0 --threads 1)
     S1=(--batch-size 1 --decoder-width 16)
     S2=(--batch-size 1)
+    DADA=(--tgt-size 64 64 --batch-size 1)
     F1=1 F2=1
 else
     # AT/DT (Sec. 4): dilated ResNet-50, output stride 16, 512x512 crops; stage 1 batch 8 per
@@ -45,6 +46,8 @@ else
             --steps 5 --workers 6)
     S1=(--batch-size 8 --decoder-width 128)
     S2=(--batch-size 1)
+    # DADA (Sec. 4.1): DeepLab-v2 ResNet-101, SYNTHIA 1280x760 + Cityscapes 1024x512, batch 1 + 1.
+    DADA=(--backbone resnet101 --size 760 1280 --tgt-size 512 1024 --batch-size 1)
     F1=10 F2=30  # steps per check_finite timing: stage 2's step is short, so more of them
 fi
 
@@ -118,6 +121,8 @@ bench_part atdt1_bf16_cl 120 0 --only atdt1 finite --finite-stage atdt1 --finite
     "${S1[@]}" --amp bf16 --channels-last
 bench_part atdt2_bf16_cl 90 0 --only atdt2 finite --finite-stage atdt2 --finite-steps "${F2}" \
     "${S2[@]}" --amp bf16 --channels-last
+bench_part dada_fp32 90 0 --only dada "${DADA[@]}" --amp off
+bench_part dada_bf16 90 0 --only dada "${DADA[@]}" --amp bf16
 if [[ $DRY != 1 ]]; then
     # Stage 2's graph (E1, E2 frozen; G) compiles faster than stage 1's, so it goes first.
     bench_part atdt2_bf16_cl_compile 120 1 --only atdt2 "${S2[@]}" --amp bf16 --channels-last --compile
@@ -139,7 +144,7 @@ for part, r in results.items():
         continue
     flags = [k for k in ("channels_last", "compile") if r.get(k)]
     opts = " + ".join([{"off": "fp32"}.get(r["amp"], r["amp"])] + flags)
-    for stage in ("step", "atdt1", "atdt2"):
+    for stage in ("step", "atdt1", "atdt2", "dada"):
         if stage in r:
             s = r[stage]
             split = " / ".join(f"{k} {s[k + '_ms']:.1f}"
