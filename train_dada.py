@@ -256,8 +256,11 @@ def datasets(args):
 
 def val_loader(name, role, args):
     resize = (args.src_resize if role == "src" else args.tgt_resize) or args.resize
+    # The official protocol: logits upsampled to the labels' own resolution (2048x1024 for
+    # Cityscapes), so the image alone is resized.
     data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length,
-                         labels=["semantic"], role=f"--{role}", **{**data_options(args, role), "resize": resize})
+                         labels=["semantic"], role=f"--{role}",
+                         **{**data_options(args, role), "resize": resize, "native_labels": True})
     return engine.eval_loader(data, max(args.batch_size, 4), args, args.eval_batches)
 
 

@@ -477,3 +477,15 @@ def test_resolve_classes_errors_name_the_flag_and_candidates(datasets, classes, 
     from lib.data import resolve_classes
     with pytest.raises(UserError, match=message):
         resolve_classes(datasets, classes)
+
+
+def test_native_labels_resize_the_image_only_at_evaluation(tiny):
+    """DADA's protocol: the model sees the resized image, scores are at the labels' own size."""
+    root, written = tiny
+    native = Tiny(root, "train", (H, W), labels=("semantic", "depth"))[0]
+    s = Tiny(root, "train", (H, W), labels=("semantic", "depth"), resize=(4, 6), native_labels=True)[0]
+    assert tuple(s["image"].shape[-2:]) == (4, 6)
+    assert torch.equal(s["semantic"], native["semantic"]) and torch.equal(s["depth"], native["depth"])
+    assert s["focal"] == FOCAL / 2                        # the focal of the image the model sees
+    trained = Tiny(root, "train", (4, 6), labels=("semantic",), resize=(4, 6), native_labels=True, train=True)[0]
+    assert tuple(trained["semantic"].shape) == (4, 6)     # training always resizes both

@@ -34,8 +34,8 @@ class DatasetEntry:
 def _procedural(domain):
     """Builder for one domain of the embedded procedural benchmark."""
     def build(split, size, root=None, seed=0, length=None, labels=ALL_LABELS, classes=None,
-              resize=None, focal_ref=None, edges="compute", **augment):
-        # `edges` is ignored: the benchmark renders its edge labels with lib.edges itself.
+              resize=None, focal_ref=None, edges="compute", native_labels=False, **augment):
+        # `edges` and `native_labels` are ignored: the benchmark renders its labels at its size.
         from lib.data.procedural import ProceduralScenes
         if classes not in (None, 11):
             raise UserError(f"proc-{domain} has the 11 AT/DT classes only, not --classes {classes}")

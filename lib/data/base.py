@@ -165,7 +165,7 @@ class FileDataset(torch.utils.data.Dataset):
 
     def __init__(self, root, split, size, labels=(), classes=None, train=False, resize=None,
                  flip=False, photometric=False, focal_ref=None, edges_dir=None, length=None,
-                 seed=0, edges="compute"):
+                 seed=0, edges="compute", native_labels=False):
         if split not in self.splits:
             raise DataError(f"dataset {self.key!r} has no split {split!r}; it has {', '.join(self.splits)}")
         if root is None or not os.path.isdir(root):
@@ -178,6 +178,9 @@ class FileDataset(torch.utils.data.Dataset):
         self.want = tuple(labels)
         self.classes = classes or (self.class_sets[0] if self.class_sets else None)
         self.train, self.resize = train, tuple(resize) if resize else None
+        # Evaluation at the labels' own resolution (DADA's protocol): only the image is resized,
+        # and scoring upsamples the predictions to the label size.
+        self.native_labels = bool(native_labels) and not train
         self.flip, self.photometric, self.focal_ref = flip, photometric, focal_ref
         self.edges_dir = edges_dir or os.path.join(root, "edges")
         # "cache": edges must come from tools/make_edges.py (e.g. an external detector's maps,
@@ -263,7 +266,9 @@ class FileDataset(torch.utils.data.Dataset):
         raw = self.load_raw(rec)
         sample = T.to_tensors(raw)
         native_w = sample["image"].shape[-1]
-        if self.resize:
+        if self.resize and self.native_labels:
+            sample["image"] = T.resize_sample({"image": sample["image"]}, self.resize)["image"]
+        elif self.resize:
             sample = T.resize_sample(sample, self.resize)
         if "edges" in self.want and "edges" not in sample:
             if self.edges_source == "cache":
