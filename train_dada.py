@@ -29,8 +29,8 @@ OFFICIAL = "official code (valeoai/DADA, ADVENT)"
 # Table 3: surprisal adaptation, depth adaptation, feature fusion, DADA fusion.
 SETUPS = {"s1": (0, 0, 0, 0), "s2": (1, 0, 0, 0), "s3": (1, 0, 1, 0), "s4": (0, 1, 0, 0),
           "s5": (0, 1, 1, 0), "s6": (1, 1, 1, 0), "s7": (1, 1, 1, 1)}
-# flag: (paper value, its source, cpu value). The cpu column is this repository's small run:
-# from scratch, 64x128, where SGD at the paper's 2.5e-4 would barely move (README, "DADA").
+# flag: (paper value, its source, cpu value). The cpu column is this repository's small run
+# from scratch at 64x128; its lr is ours and untuned (README, "DADA").
 PRESETS = {
     "backbone": ("resnet101", "Sec. 4.1: DeepLab-v2 ResNet-101", "resnet18"),
     "pretrained": ("imagenet", "Sec. 4.1: ImageNet initialisation (the official file via PATH)", "none"),
@@ -275,7 +275,6 @@ def score(model, loader, nc, args, amp):
 
 def main(args):
     apply_preset(args, PRESETS, [args.src, args.tgt])
-    args.output_dir = args.output_dir or os.path.join("runs", "train_dada")
     resolve_setup(args)
     args.classes = resolve_classes([(args.src, "--src"), (args.tgt, "--tgt")], args.classes)
     require_labels(args.src, ["semantic"] + (["depth"] if args.depth_block else []), "--src")

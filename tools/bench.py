@@ -251,7 +251,9 @@ def atdt2_stage(datasets, args, amp):
 
 def dada_stage(datasets, args, amp):
     """train_dada.train_step (S7: CE + berHu on the source, fooling and D on I x Z) as
-    (step, fetch); the target at --tgt-size (the paper: 1280x760 source, 1024x512 target)."""
+    (step, fetch); the target at --tgt-size (the paper: 1280x760 source, 1024x512 target).
+    The step has several backward calls: forward_ms ends at the first (the source's), so
+    backward_ms also holds the target's forward; step_ms is exact."""
     import train_dada
     ns = _method_args(train_dada.get_args_parser(), args, ["--setup", "s7"])
     train_dada.resolve_setup(ns)
