@@ -156,3 +156,28 @@ def test_bench_times_the_dada_step(tmp_path):
     d = res["dada"]
     assert d["step_ms"] == pytest.approx(d["forward_ms"] + d["backward_ms"] + d["optimizer_ms"])
     assert d["images_per_s"] == pytest.approx(1 / (d["step_ms"] / 1000))
+
+
+def test_depth_fit_tool_reports_the_source_fit(tmp_path, capsys):
+    """tools/dada_depth_fit.py: the target mean and abs rel of Z against 65536 / (100 d + 1),
+    recomputed here in numpy from the same samples and the model's own outputs."""
+    import os
+    import sys
+
+    import numpy as np
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    import dada_depth_fit
+    from lib.data import build_dataset
+    run(tmp_path / "s7", "--setup", "s7", iters=1)
+    net, saved = dada_depth_fit.load(str(tmp_path / "s7" / "model.pth"))
+    data = build_dataset("proc-a", "val", saved["size"], None, length=4, labels=["semantic", "depth"])
+    got = dada_depth_fit.fit(net, data, 1, with_depth=True)
+    d = np.stack([data[i]["depth"].numpy() for i in range(4)])
+    with torch.no_grad():
+        _, z = train_dada.forward(train_dada.RawOutputs(net), torch.stack([data[i]["image"] for i in range(4)]))
+    target, valid = 65536.0 / (100.0 * d + 1.0), d > 0
+    assert got["z_target_mean"] == pytest.approx(target[valid].mean(), rel=1e-5)
+    assert got["z_abs_rel"] == pytest.approx((np.abs(z.numpy() - target) / target)[valid].mean(), rel=1e-4)
+    run(tmp_path / "s1", "--setup", "s1", iters=1)
+    with pytest.raises(SystemExit, match="no depth block"):
+        dada_depth_fit.load(str(tmp_path / "s1" / "model.pth"))
