@@ -30,8 +30,7 @@ OFFICIAL = "official code (valeoai/DADA, ADVENT)"
 SETUPS = {"s1": (0, 0, 0, 0), "s2": (1, 0, 0, 0), "s3": (1, 0, 1, 0), "s4": (0, 1, 0, 0),
           "s5": (0, 1, 1, 0), "s6": (1, 1, 1, 0), "s7": (1, 1, 1, 1)}
 # flag: (paper value, its source, cpu value). The cpu column is this repository's small run
-# from scratch at 64x128; its lr is ours and untuned, its lambda_dep chosen on the source
-# (README, "DADA").
+# from scratch at 64x128; its lr is ours and untuned (README, "DADA").
 PRESETS = {
     "backbone": ("resnet101", "Sec. 4.1: DeepLab-v2 ResNet-101", "resnet18"),
     "pretrained": ("imagenet", "Sec. 4.1: ImageNet initialisation (the official file via PATH)", "none"),
@@ -43,10 +42,6 @@ PRESETS = {
     "iters": (90000, "official config: 90k iterations", 600),
     "lr": (2.5e-4, "Sec. 4.1: SGD 2.5e-4, momentum 0.9, poly 0.9", 1e-2),
     "weight_decay": (5e-4, "official config (the paper's text says 1e-4)", 5e-4),
-    # cpu: at 1e-3 the depth block of a from-scratch network does not move in 600 steps (Z
-    # stays near 0, so I x Z is 0 and D(I x Z) learns nothing); 1e-1 diverges. Chosen on the
-    # source's depth fit only (README, "DADA").
-    "lambda_dep": (1e-3, "Sec. 4.1: lambda_dep = 1e-3", 3e-2),
     "save_every": (5000, "ours: one resumable checkpoint every 5000 steps", 600),
 }
 
