@@ -149,7 +149,7 @@ def train_step(model, discs, src, tgt, optims, amp, args, it):
     terms, maps_s, maps_t = generator_step(model, discs, src, tgt, amp, args)
     terms.update(discriminator_step(discs, maps_s, maps_t, amp))
     values = engine.check_finite(terms, it + 1, list(src["name"]) + list(tgt["name"]))
-    _average_grads(discs.values())
+    engine.average_grads(discs.values())
     amp.step(list(optims.values()))
     return values
 
@@ -191,19 +191,6 @@ def discriminator_step(discs, maps_s, maps_t, amp):
         amp.backward(loss)
         terms[f"d_{k}"] = loss.detach()
     return terms
-
-
-def _average_grads(modules):
-    """Under DDP the discriminators are not wrapped (their requires_grad flips within a step,
-    which DDP's reducer does not allow): average their gradients over processes here."""
-    if not torch.distributed.is_initialized():
-        return
-    world = torch.distributed.get_world_size()
-    for m in modules:
-        for p in m.parameters():
-            if p.grad is not None:
-                torch.distributed.all_reduce(p.grad)
-                p.grad /= world
 
 
 def _detach(x):

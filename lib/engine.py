@@ -117,6 +117,20 @@ def all_reduce_mean(values):
     return {k: v / dist.get_world_size() for k, v in zip(keys, t.tolist())}
 
 
+def average_grads(modules):
+    """Average the gradients of modules kept out of DDP over processes (a no-op on one).
+    Discriminators and energy networks stay unwrapped because their requires_grad flips within
+    a step, which DDP's reducer does not allow."""
+    if not torch.distributed.is_initialized():
+        return
+    world = torch.distributed.get_world_size()
+    for m in modules:
+        for p in m.parameters():
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= world
+
+
 def prepare_model(model, args, ddp=True, find_unused=False):
     """Move to the device, apply --channels-last / --sync-bn, wrap in DDP and --compile.
 

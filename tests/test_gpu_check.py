@@ -47,6 +47,12 @@ def test_dry_run_writes_every_part(dry):
         assert min(s["data_ms"], s["forward_ms"], s["backward_ms"], s["optimizer_ms"]) > 0
         assert s["images_per_s"] == pytest.approx(1000 / s["step_ms"]) and s["peak_mem_mb"] > 0
         assert ("finite" in r) == part.endswith("_cl")
+    for part, stages in (("semimtl_bf16", ["semimtl"]), ("umadapt_bf16", ["umadapt_base", "umadapt_adapt"]),
+                         ("headfreeze_bf16", ["headfreeze"])):
+        r = json.loads((out / f"{part}.json").read_text())
+        assert r["amp"] == "bf16" and r["batch_size"] == 2
+        for stage in stages:
+            assert r[stage]["step_ms"] > 0 and r[stage]["peak_mem_mb"] > 0
     for stage in ("atdt1", "atdt2"):
         f = json.loads((out / f"{stage}_bf16_cl.json").read_text())["finite"]
         assert f["stage"] == stage and f["with_check_ms"] > 0 and f["without_check_ms"] > 0

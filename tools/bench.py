@@ -11,8 +11,13 @@ Usage:
     python tools/bench.py --only atdt2 --size 512 512 --batch-size 1   # AT/DT stage 2
     python tools/bench.py --only finite --finite-stage atdt2           # cost of check_finite's sync
     python tools/bench.py --only ckpt2 --backbone resnet50             # stage-2 checkpoint size, time
-    python tools/bench.py --only dada --backbone resnet101 --size 760 1280 --tgt-size 512 1024 \
+    python tools/bench.py --only dada --backbone resnet101 --size 760 1280 --tgt-size 512 1024 \\
         --batch-size 1 --steps 1 --warmup 0                            # DADA at the paper's sizes
+    python tools/bench.py --only semimtl --backbone resnet101 --output-stride 8 --size 256 256 \\
+        --batch-size 2 --steps 1 --warmup 0                            # SemiMTL M2 (one iteration)
+    python tools/bench.py --only umadapt_base umadapt_adapt --backbone resnet50 --size 228 304 \\
+        --batch-size 2 --steps 1                                       # UM-Adapt base / Adv steps
+    python tools/bench.py --only headfreeze --backbone resnet50 --size 240 320 --batch-size 2
     python tools/bench.py --device cuda --only atdt1 --backbone resnet50 --size 512 512 \\
         --batch-size 8 --decoder-width 128 --amp bf16 --channels-last --compile  # paper sizes
 
@@ -33,7 +38,8 @@ from lib import engine, losses  # noqa: E402
 from lib.data import build_dataset  # noqa: E402
 from lib.models import build_model, model_spec  # noqa: E402
 
-PARTS = ("generator", "loader", "step", "atdt1", "atdt2", "dada", "finite", "ckpt2")
+PARTS = ("generator", "loader", "step", "atdt1", "atdt2", "dada", "semimtl", "umadapt_base",
+         "umadapt_adapt", "headfreeze", "finite", "ckpt2")
 PHASES = ("data", "forward", "backward", "optimizer")
 
 
@@ -267,7 +273,94 @@ def dada_stage(datasets, args, amp):
     return step, lambda: (fetch_a(), fetch_b())
 
 
-STAGES = {"atdt1": atdt1_stage, "atdt2": atdt2_stage, "dada": dada_stage}
+def umadapt_stage(datasets, args, amp, adapt=False):
+    """train_umadapt.base_step (Algorithm 1: one full pass and Adam step per task, three tasks,
+    N(->semantic), N(->depth) frozen) or, with adapt, UM-Adapt-(Adv.)'s iteration (res5 steps
+    per energy with CCR, then each N's step), at --size with --decoder-width (default 1024).
+    forward_ms ends at the first backward (the first task's pass); step_ms is exact."""
+    import train_umadapt as um
+    from lib.models.umadapt import ContourDecoder, UMAdaptNet, target_encoder
+    ns = _method_args(um.get_args_parser(), args, ["--decoder-width", str(args.decoder_width or 1024),
+                                                   "--variant", "adv"])
+    um.check_args(ns)
+    ns.num_classes, ns.cw, ns.target_through_bn = 11, None, False
+    net = UMAdaptNet(args.backbone, tasks=ns.tasks, num_classes=11, decoder_width=ns.decoder_width)
+    nets = {t: n.to(args.device) for t, n in um.build_transfer_nets(ns).items()}
+    labels = ["semantic", "depth", "normals", "edges"]
+    other = "proc-b" if args.dataset == "proc-a" else args.dataset
+    fetch_a = _fetcher(build_dataset(args.dataset, "train", args.size, args.data_root, labels=labels), args)
+    fetch_b = _fetcher(build_dataset(other, "train", args.size, args.data_root, labels=["edges"]), args)
+    if not adapt:
+        for n in nets.values():
+            um.freeze(n)
+        model = _prepare(um.Raw(net).train(), args)
+        optims = {t: um.adam(net.parameters(), ns.lr) for t in ns.tasks}
+
+        def step(i, ab):
+            return um.base_step(model, nets, optims, ab[0], ab[1], amp, ns)
+        return step, lambda: (fetch_a(), fetch_b())
+    net.encoder = target_encoder(net.encoder)
+    um.freeze(net.decoders)
+    net.to(args.device).train()
+    aux = {"contour": um.freeze(ContourDecoder(net.encoder.channels["layer4"])).to(args.device)}
+    optims = {f"res5_{t}": um.adam(net.encoder.layer4.parameters(), ns.adapt_lr) for t in nets}
+    optims.update({f"n_{t}": um.adam(n.parameters(), ns.d_lr) for t, n in nets.items()})
+
+    def step(i, ab):
+        um.energy_g_step(net, nets, aux, optims, ab[1], amp, ns, nets)
+        return um.energy_d_step(net, nets, optims, ab[0], ab[1], amp, ns, nets)
+    return step, lambda: (fetch_a(), fetch_b())
+
+
+def headfreeze_stage(datasets, args, amp):
+    """train_headfreeze.train_step after the switch with Tsai's DA (headfreeze+da: normals and
+    semantics on the source, semantics and D on the target, head frozen) as (step, fetch).
+    forward_ms ends at the network's backward; backward_ms holds D's forward too."""
+    import train_headfreeze as hf
+    ns = _method_args(hf.get_args_parser(), args, ["--variant", "headfreeze+da", "--freeze-at", "0"])
+    hf.resolve_variant(ns)
+    _, net, discs, optims = hf.build(ns, 11)
+    net.freeze_head()
+    model = _prepare(hf.RawOutputs(net).train(), args)
+    discs = {k: d.to(args.device) for k, d in discs.items()}
+    other = "proc-b" if args.dataset == "proc-a" else args.dataset
+    fetch_a = _fetcher(build_dataset(args.dataset, "train", args.size, args.data_root,
+                                     labels=["normals", "semantic"]), args)
+    fetch_b = _fetcher(build_dataset(other, "train", args.size, args.data_root, labels=["semantic"]), args)
+
+    def step(i, ab):
+        return hf.train_step(model, discs, ab[0], ab[1], optims, amp, ns, i)
+    return step, lambda: (fetch_a(), fetch_b())
+
+
+def semimtl_stage(datasets, args, amp):
+    """train_semimtl.train_step (SemiMTL M2, Algorithm 1: proc-a semantics, then proc-b depth,
+    a network step after each, then both discriminators) at --size with --output-stride and
+    --decoder-width (default 512), discriminators 64 wide. images_per_s counts one dataset's
+    batch; forward_ms ends at the first backward (dataset A's) and optimizer_ms starts at
+    dataset A's network step, so it also holds dataset B's pass and the discriminators';
+    step_ms is exact."""
+    import train_semimtl as sm
+    ns = _method_args(sm.get_args_parser(), args, ["--output-stride", str(args.output_stride), "--d-width", "64",
+                                                   "--decoder-width", str(args.decoder_width or 512)])
+    ns.g_update, plan = "per-dataset", sm.dataset_plan(ns)
+    tasks = sm.model_tasks(ns, plan)
+    _, net, discs, optims = sm.build(ns, plan, tasks, 11)
+    model = _prepare(sm.RawOutputs(net).train(), args)
+    discs = {t: d.to(args.device) for t, d in discs.items()}
+    other = "proc-b" if args.dataset == "proc-a" else args.dataset
+    fetch_a = _fetcher(build_dataset(args.dataset, "train", args.size, args.data_root, labels=["semantic"]), args)
+    fetch_b = _fetcher(build_dataset(other, "train", args.size, args.data_root, labels=["depth"]), args)
+
+    def step(i, ab):
+        return sm.train_step(model, discs, list(ab), optims, amp, ns, plan, tasks, 11, i)
+    return step, lambda: (fetch_a(), fetch_b())
+
+
+STAGES = {"atdt1": atdt1_stage, "atdt2": atdt2_stage, "dada": dada_stage, "semimtl": semimtl_stage,
+          "umadapt_base": umadapt_stage,
+          "umadapt_adapt": lambda datasets, args, amp: umadapt_stage(datasets, args, amp, adapt=True),
+          "headfreeze": headfreeze_stage}
 
 
 def bench_stage(name, datasets, args):

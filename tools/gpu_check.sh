@@ -5,7 +5,7 @@
 # channels-last (+ --compile where it works), plus the cost of check_finite's per-step sync.
 # Writes OUTDIR/env.txt, pytest_cuda.txt, <part>.json and .log, parts.tsv and summary.md.
 # Sized for under 8 minutes on one H200: each part has a timeout, and all of them share
-# GPU_CHECK_BUDGET seconds (default 420); --compile runs last, as it may be slow or fail.
+# GPU_CHECK_BUDGET seconds (default 540); --compile runs last, as it may be slow or fail.
 #
 #   bash tools/gpu_check.sh OUTDIR                    # on a machine with CUDA
 #   GPU_CHECK_DRY=1 bash tools/gpu_check.sh OUTDIR    # every part on the CPU at tiny sizes
@@ -26,7 +26,7 @@ OUT=$(cd "$1" && pwd)
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 DRY=${GPU_CHECK_DRY:-0}
-BUDGET=${GPU_CHECK_BUDGET:-420}
+BUDGET=${GPU_CHECK_BUDGET:-540}
 START=$SECONDS
 FAILED=0
 : >"$OUT/parts.tsv"
@@ -38,6 +38,9 @@ if [[ $DRY == 1 ]]; then
     S1=(--batch-size 1 --decoder-width 16)
     S2=(--batch-size 1)
     DADA=(--tgt-size 64 64 --batch-size 1)
+    SEMIMTL=(--batch-size 2)
+    UMADAPT=(--batch-size 2 --decoder-width 16)
+    HEADFREEZE=(--batch-size 2)
     F1=1 F2=1
 else
     # AT/DT (Sec. 4): dilated ResNet-50, output stride 16, 512x512 crops; stage 1 batch 8 per
@@ -48,6 +51,12 @@ else
     S2=(--batch-size 1)
     # DADA (Sec. 4.1): DeepLab-v2 ResNet-101, SYNTHIA 1280x760 + Cityscapes 1024x512, batch 1 + 1.
     DADA=(--backbone resnet101 --size 760 1280 --tgt-size 512 1024 --batch-size 1)
+    # The paper presets of the other scripts (their docs/*.md): SemiMTL ResNet-101 at output
+    # stride 8, 256x256 crops, 8 per dataset; UM-Adapt ResNet-50, 228x304, 16, FCRN decoders
+    # 1024 wide; HeadFreeze ResNet-50 + FPN, 240x320, 8 + 8.
+    SEMIMTL=(--backbone resnet101 --output-stride 8 --size 256 256 --batch-size 8)
+    UMADAPT=(--size 228 304 --batch-size 16 --decoder-width 1024)
+    HEADFREEZE=(--size 240 320 --batch-size 8)
     F1=10 F2=30  # steps per check_finite timing: stage 2's step is short, so more of them
 fi
 
@@ -123,6 +132,9 @@ bench_part atdt2_bf16_cl 90 0 --only atdt2 finite --finite-stage atdt2 --finite-
     "${S2[@]}" --amp bf16 --channels-last
 bench_part dada_fp32 90 0 --only dada "${DADA[@]}" --amp off
 bench_part dada_bf16 90 0 --only dada "${DADA[@]}" --amp bf16
+bench_part semimtl_bf16 60 0 --only semimtl "${SEMIMTL[@]}" --amp bf16
+bench_part umadapt_bf16 90 0 --only umadapt_base umadapt_adapt "${UMADAPT[@]}" --amp bf16
+bench_part headfreeze_bf16 60 0 --only headfreeze "${HEADFREEZE[@]}" --amp bf16
 if [[ $DRY != 1 ]]; then
     # Stage 2's graph (E1, E2 frozen; G) compiles faster than stage 1's, so it goes first.
     bench_part atdt2_bf16_cl_compile 120 1 --only atdt2 "${S2[@]}" --amp bf16 --channels-last --compile
@@ -144,7 +156,7 @@ for part, r in results.items():
         continue
     flags = [k for k in ("channels_last", "compile") if r.get(k)]
     opts = " + ".join([{"off": "fp32"}.get(r["amp"], r["amp"])] + flags)
-    for stage in ("step", "atdt1", "atdt2", "dada"):
+    for stage in ("step", "atdt1", "atdt2", "dada", "semimtl", "umadapt_base", "umadapt_adapt", "headfreeze"):
         if stage in r:
             s = r[stage]
             split = " / ".join(f"{k} {s[k + '_ms']:.1f}"

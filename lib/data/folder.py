@@ -11,6 +11,9 @@ a label of image images/a/b.jpg is {label folder}/a/b.png (or .npy where allowed
   y down, z forward, pointing towards the camera.
 - edges/*.png: external edge maps (8/16-bit grey, scaled to [0, 1]); without the folder, edges
   come from the edge cache or are computed from the image like for every dataset.
+- keypoints/*.npy (only when a script asks with keypoints=True, e.g. train_headfreeze.py
+  --anchor keypoints): float KxHxW heatmaps at the image's size, resized, cropped and flipped
+  with it; keypoint_depth/*.npy (keypoint_depth=True): float (K,) depths, left as stored.
 
 ROOT/dataset.json (optional; every key optional):
     {"classes": ["road", "car"], "ignore_index": 255, "depth_scale": 256.0, "focal": null,
@@ -24,6 +27,7 @@ import json
 import os
 
 import numpy as np
+import torch
 
 from lib.data import register
 from lib.data.base import (
@@ -44,7 +48,9 @@ folder/   (any name: --src-root / --tgt-root, or DATA_ROOT/folder)
   {split}/semantic/{name}.png      8-bit class ids 0..K-1 (K = len(classes))
   {split}/depth/{name}.png|.npy    16-bit, m = v / depth_scale | float32 metres
   {split}/normals/{name}.png|.npy  8-bit RGB, n = v / 127.5 - 1 | float unit vectors
-  {split}/edges/{name}.png         optional external edge maps"""
+  {split}/edges/{name}.png         optional external edge maps
+  {split}/keypoints/{name}.npy     float KxHxW heatmaps (train_headfreeze.py --anchor keypoints)
+  {split}/keypoint_depth/{name}.npy  float (K,) keypoint depths (--keypoint-depth)"""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DEFAULTS = {"classes": None, "ignore_index": IGNORE, "depth_scale": 256.0, "focal": None, "splits": None}
@@ -102,7 +108,10 @@ class Folder(FileDataset):
     class_sets = ()          # set per instance from dataset.json
     layout = LAYOUT
 
-    def __init__(self, root, split, size, labels=(), classes=None, **options):
+    def __init__(self, root, split, size, labels=(), classes=None, keypoints=False,
+                 keypoint_depth=False, **options):
+        # Keypoint heatmaps (and their depths) are an opt-in extension: not in `labels`.
+        self.keypoints, self.keypoint_depth = bool(keypoints), bool(keypoint_depth)
         # dataset.json must be read before FileDataset checks --classes against class_sets.
         self.config = read_config(root) if root is not None and os.path.isdir(root) else dict(DEFAULTS)
         names = self.config["classes"]
@@ -122,7 +131,45 @@ class Folder(FileDataset):
         base = os.path.join(self.root, split)
         images = list_files(os.path.join(base, "images"), IMAGE_SUFFIXES, f"images, split {split}", LAYOUT)
         files = {label: self._label_files(base, label) for label in self.want}
-        return [self._record(split, base, rel, files) for rel in images]
+        records = [self._record(split, base, rel, files) for rel in images]
+        return self._add_keypoint_files(base, records)
+
+    def _add_keypoint_files(self, base, records):
+        """keypoints/ (and keypoint_depth/) .npy paths of every record, when asked for."""
+        for label, wanted in (("keypoints", self.keypoints), ("keypoint_depth", self.keypoint_depth)):
+            if not wanted:
+                continue
+            for rec in records:
+                stem = rec["name"].split("/", 2)[2]
+                path = os.path.join(base, label, stem + ".npy")
+                if not os.path.isfile(path):
+                    raise DataError(f"{rec['image']}: its {label} file {path} is missing; "
+                                    f"expected layout:\n{LAYOUT}")
+                rec[label] = path
+        return records
+
+    def load_raw(self, rec):
+        """The labels of `labels`, plus the KxHxW keypoint heatmaps when asked for."""
+        out = super().load_raw(rec)
+        if self.keypoints:
+            heat = _float_array(read_npy(rec["keypoints"]), rec["keypoints"], 3)
+            if heat.shape[1:] != out["image"].shape[:2]:
+                raise DataError(f"{rec['keypoints']}: keypoint heatmaps are {heat.shape[1]}x"
+                                f"{heat.shape[2]} but the image is {out['image'].shape[0]}x"
+                                f"{out['image'].shape[1]}")
+            out["keypoints"] = heat.astype(np.float32)
+        return out
+
+    def __getitem__(self, index):
+        sample = super().__getitem__(index)
+        if self.keypoint_depth:
+            rec = self.records[index]
+            depth = _float_array(read_npy(rec["keypoint_depth"]), rec["keypoint_depth"], 1)
+            if self.keypoints and len(depth) != sample["keypoints"].shape[0]:
+                raise DataError(f"{rec['keypoint_depth']}: {len(depth)} depths for "
+                                f"{sample['keypoints'].shape[0]} keypoint heatmaps")
+            sample["keypoint_depth"] = torch.from_numpy(depth.astype(np.float32))
+        return sample
 
     def _label_files(self, base, label):
         """{relative stem: path} of one label folder; None for absent optional edges."""

@@ -14,9 +14,13 @@ from .backbones import build_backbone, freeze_bn, ResNetBackbone
 from .decoders import UpsampleDecoder, to_depth, to_edges, to_normals, to_prediction
 from .dada import DadaNet
 from .encdec import EncDecNet
+from .headfreeze import HeadFreezeNet
+from .semimtl import SemiMtlNet
 from .transfer import AtdtNet, TransferNet
+from .umadapt import UMAdaptNet
 
-MODELS = {"encdec": EncDecNet, "atdt": AtdtNet, "dada": DadaNet}
+MODELS = {"encdec": EncDecNet, "atdt": AtdtNet, "dada": DadaNet, "semimtl": SemiMtlNet,
+          "umadapt": UMAdaptNet, "headfreeze": HeadFreezeNet}
 
 
 def _check_arch(arch):
