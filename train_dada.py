@@ -21,7 +21,7 @@ from lib.args import add_common_args, apply_preset, new_parser, parse, set_prese
 from lib.data import build_dataset, data_options, get_entry, require_labels, resolve_classes
 from lib.data.labels import CLASS_NAMES
 from lib.evaluation import evaluate_model, per_class_line
-from lib.models import build_model, model_spec
+from lib.models import build_model, model_spec, RawOutputs
 from lib.models.discriminators import OutputDiscriminator
 
 SCRIPT = "train_dada.py"
@@ -117,18 +117,6 @@ def discriminator_inputs(logits, inv_depth, args):
     if args.depth_adapt:
         maps["depth"] = inv_depth.unsqueeze(1)
     return maps
-
-
-class RawOutputs(torch.nn.Module):
-    """The network's training outputs (logits, inverse depth at output stride 8) as its forward,
-    so DDP sees every training pass."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net.forward_raw(x)
 
 
 def forward(model, x):

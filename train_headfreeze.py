@@ -23,7 +23,7 @@ from lib import engine, losses
 from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
 from lib.data import build_dataset, data_options, get_entry, resolve_classes
 from lib.evaluation import evaluate_model
-from lib.models import build_model, model_spec
+from lib.models import build_model, model_spec, RawOutputs
 from lib.models.discriminators import FeatureCritic, OutputDiscriminator
 
 SCRIPT = "train_headfreeze.py"
@@ -134,17 +134,6 @@ def phase(args, it):
     if args.headfreeze and it < args.freeze_at:
         return True, False, False, False
     return args.src_anchor, args.tgt_anchor, args.tgt_main, args.adapt
-
-
-class RawOutputs(torch.nn.Module):
-    """The network's training outputs as its forward, so DDP sees every training pass."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net.forward_raw(x)
 
 
 def _up(x, size):

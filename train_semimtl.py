@@ -28,7 +28,7 @@ from lib.args import add_common_args, apply_preset, new_parser, parse, set_prese
 from lib.data import build_dataset, get_entry, require_labels, resolve_classes
 from lib.evaluation import evaluate_model
 from lib.metrics import delta_m
-from lib.models import build_model, model_spec
+from lib.models import build_model, model_spec, RawOutputs
 from lib.models.semimtl import CITYSCAPES_BASELINE_FOCAL, DomainDiscriminator, depth_target
 
 SCRIPT = "train_semimtl.py"
@@ -319,17 +319,6 @@ def train_step(model, discs, batches, optims, amp, args, plan, tasks, nc, it):
         amp.step(d_optims)
     names = [n for b in batches for n in b["name"]]
     return engine.check_finite(values, it + 1, names)
-
-
-class RawOutputs(torch.nn.Module):
-    """The network's training outputs as its forward, so DDP sees every training pass."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x, tasks=None):
-        return self.net.forward_raw(x, tasks)
 
 
 def build(args, plan, tasks, nc):

@@ -32,7 +32,7 @@ from lib import engine, losses
 from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
 from lib.data import build_dataset, data_options, get_entry, require_labels, resolve_classes
 from lib.evaluation import evaluate_model
-from lib.models import build_model, model_spec
+from lib.models import build_model, model_spec, RawOutputs
 from lib.models.umadapt import (TASK_ORDER, ContourDecoder, FeatureReconstructor, JointDiscriminator,
                                 TaskTransferNet, encode_maps, target_encoder)
 
@@ -422,16 +422,6 @@ def s_step(net, nets, aux, optims, tgt, lab, amp, args, energies, it):
 
 
 # ----------------------------------------------------------------------------- stages
-class Raw(torch.nn.Module):
-    """The base model's training forward (decoder-size predictions) as a module, so DDP sees it."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x):
-        return self.net.decode(self.net.features(x))
-
 
 def build_transfer_nets(args):
     return {t: TaskTransferNet(t, inputs, args.num_classes, args.transfer_width)
@@ -461,7 +451,7 @@ def setup_base(args, amp):
     if nets:
         load_models(args.run_dir, "transfer", {f"n_{t}": n for t, n in nets.items()}, "base stage")
     nets = {t: freeze(n).to(args.device) for t, n in nets.items()}
-    model = engine.prepare_model(Raw(net), args, find_unused=True)
+    model = engine.prepare_model(RawOutputs(net), args, find_unused=True)
     net = engine.unwrap(model).net
     optims = {t: adam(net.parameters(), args.lr) for t in args.tasks}     # one Adam per task
     return dict(models={"model": net, **{f"n_{t}": n for t, n in nets.items()}}, optimizers=optims,

@@ -293,7 +293,7 @@ def umadapt_stage(datasets, args, amp, adapt=False):
     if not adapt:
         for n in nets.values():
             um.freeze(n)
-        model = _prepare(um.Raw(net).train(), args)
+        model = _prepare(um.RawOutputs(net).train(), args)
         optims = {t: um.adam(net.parameters(), ns.lr) for t in ns.tasks}
 
         def step(i, ab):

@@ -23,6 +23,18 @@ MODELS = {"encdec": EncDecNet, "atdt": AtdtNet, "dada": DadaNet, "semimtl": Semi
           "umadapt": UMAdaptNet, "headfreeze": HeadFreezeNet}
 
 
+class RawOutputs(nn.Module):
+    """A network's training outputs (its `forward_raw`) as a module's forward, so DDP sees
+    every training pass of the method scripts; the network's own forward is for inference."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, *args):
+        return self.net.forward_raw(*args)
+
+
 def _check_arch(arch):
     if arch not in MODELS:
         raise ValueError(f"unknown model arch '{arch}'; known: {', '.join(sorted(MODELS))}")

@@ -89,8 +89,12 @@ class UMAdaptNet(nn.Module):
         """{task: prediction} at the decoders' size (16x the latent)."""
         return {t: to_prediction(t, d(z)) for t, d in self.decoders.items()}
 
+    def forward_raw(self, x):
+        """The training outputs: {task: prediction} at the decoders' size."""
+        return self.decode(self.features(x))
+
     def forward(self, x):
-        preds = self.decode(self.features(x))
+        preds = self.forward_raw(x)
         return {t: upsample_prediction(t, p, x.shape[-2:]) for t, p in preds.items()}
 
 
