@@ -169,7 +169,8 @@ def train_step(model, discs, src, tgt, optims, amp, args, it):
         opt.zero_grad(set_to_none=True)
     sa, ta, tm, adapt = phase(args, it)
     # The target's main-task labels are loaded and read by the oracle only (Table 1).
-    assert tgt is None or "normals" not in tgt or args.variant == "oracle", "target normals leaked"
+    if tgt is not None and "normals" in tgt and args.variant != "oracle":
+        raise AssertionError("target normals leaked")   # a real raise: python -O keeps it
     for d in discs.values():
         d.requires_grad_(args.da == "feature")     # GRL critics learn from the same backward
     stats, maps = {}, None
@@ -291,15 +292,34 @@ def datasets(args):
                            labels=labels_of(args, "src"), role="--src", train=True, **_options(args, "src"))
     data_b = build_dataset(args.tgt, "train", args.size, args.data_root, args.seed + 1, args.proc_length,
                            labels=labels_of(args, "tgt"), role="--tgt", train=True, **_options(args, "tgt"))
+    if args.anchor == "keypoints":
+        for data, flag in ((data_a, "--src"), (data_b, "--tgt")):
+            if len(data):
+                check_keypoints(data[0], flag, args)
     return data_a, data_b
 
 
-def score(net, name, role, args, nc, amp):
+def check_keypoints(sample, flag, args):
+    """The keypoint files hold --keypoints heatmaps (and depths): a one-line error before training,
+    not a broadcast loss or a shape error at the first step."""
+    for key in ("keypoints", "keypoint_depth"):
+        if key in sample and sample[key].shape[0] != args.keypoints:
+            raise engine.UserError(f"{flag}: the {key} file of {sample['name']} holds "
+                                   f"{sample[key].shape[0]} keypoints, --keypoints is {args.keypoints}")
+
+
+def val_data(name, role, args):
+    """One domain's --val-split with normals (and the semantic anchor), built before training
+    so a bad split is a one-line error, not a finished run that cannot be scored."""
+    tasks = ["normals"] + (["semantic"] if args.anchor == "semantic" else [])
+    return build_dataset(name, args.val_split, args.size, args.data_root, length=args.proc_length,
+                         labels=tasks, role=f"--{role}", **data_options(args, role))
+
+
+def score(net, data, args, nc, amp):
     """Normal metrics (Sec. 4.1: % < 11.25, % < 30, RMSE, mean, median over valid pixels) and,
     with a semantic anchor, mIoU, on the --val-split of one domain."""
     tasks = ["normals"] + (["semantic"] if args.anchor == "semantic" else [])
-    data = build_dataset(name, args.val_split, args.size, args.data_root, length=args.proc_length,
-                         labels=tasks, role=f"--{role}", **data_options(args, role))
     loader = engine.eval_loader(data, max(args.batch_size, 4), args, args.eval_batches)
     m = evaluate_model(net, loader, args.device, tasks, nc, amp=amp, progress=False)
     return {k: m[k] for k in ("pct_11_25", "pct_30", "rmse_deg", "mean", "median", "mIoU") if k in m}
@@ -311,6 +331,7 @@ def main(args):
     args.classes = resolve_classes([(args.src, "--src"), (args.tgt, "--tgt")], args.classes)
     logger = engine.setup_run(args, SCRIPT)
     data_a, data_b = datasets(args)
+    vals = {"source": val_data(args.src, "src", args), "target": val_data(args.tgt, "tgt", args)}
     nc = getattr(data_a, "classes", None) or args.classes or get_entry(args.src).num_classes
     spec, net, discs, optims = build(args, nc)
     model = wrap(net, args)
@@ -353,10 +374,10 @@ def main(args):
     if engine.stop_iteration(args) < args.iters:
         engine.cleanup_distributed()
         return None  # --stop-at: continue with --resume auto
-    return finish(net, spec, nc, args, amp, acc, logger)
+    return finish(net, spec, nc, args, amp, acc, logger, vals)
 
 
-def finish(net, spec, nc, args, amp, acc, logger):
+def finish(net, spec, nc, args, amp, acc, logger, vals):
     """The last model, saved, then scored on both domains' validation splits."""
     if engine.is_main():
         engine.save_checkpoint(os.path.join(args.output_dir, "model.pth"), script=SCRIPT,
@@ -365,8 +386,8 @@ def finish(net, spec, nc, args, amp, acc, logger):
     metrics = {"selection": "last", "variant": args.variant, "iteration": args.iters,
                "head_frozen": bool(net.head_frozen),
                "d_acc_below_55": acc["below_55"] / acc["steps"] if acc["steps"] else None,
-               "source": score(net, args.src, "src", args, nc, amp),
-               "target": score(net, args.tgt, "tgt", args, nc, amp)}
+               "source": score(net, vals["source"], args, nc, amp),
+               "target": score(net, vals["target"], args, nc, amp)}
     logger.write({"iter": args.iters, **metrics})
     if engine.is_main():
         engine.write_json(metrics, os.path.join(args.output_dir, "metrics.json"))

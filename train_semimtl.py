@@ -385,10 +385,14 @@ def read_stl(path):
     file = os.path.join(path, "metrics.json")
     if not os.path.isfile(file):
         raise engine.UserError(f"--stl-run {path}: no metrics.json (a finished --method stl run)")
-    with open(file) as f:
-        metrics = json.load(f)
-    if metrics.get("method") != "stl":
-        raise engine.UserError(f"--stl-run {path} is a --method {metrics.get('method')} run, not stl")
+    try:
+        with open(file) as f:
+            metrics = json.load(f)
+    except (OSError, ValueError) as err:
+        raise engine.UserError(f"--stl-run {path}: cannot read metrics.json ({err})") from None
+    if not isinstance(metrics, dict) or metrics.get("method") != "stl" or "scores" not in metrics:
+        what = metrics.get("method") if isinstance(metrics, dict) else None
+        raise engine.UserError(f"--stl-run {path} is a --method {what} run, not stl (or has no scores)")
     return metrics["scores"]
 
 

@@ -83,7 +83,7 @@ def get_args_parser(add_help=True):
     g.add_argument("--variant", default="adv", choices=VARIANTS, help="adaptation variant (Sec. 3.3, Tables 1-5; stats: the BatchNorm control of Mt)")
     g.add_argument("--tasks", nargs="+", choices=TASK_ORDER, help="tasks of the multi-task model (any subset)")
     g.add_argument("--transfer", nargs="*", metavar="T=A,B",
-                   help="task-transfer networks N(->T)(A, B) (Sec. 3.1.1); none: no distillation")
+                   help="task-transfer networks N(->T)(A, B) (Sec. 3.1.1); the flag alone: none, no distillation")
     g.add_argument("--alpha", type=float, default=10.0, help="distillation weight (Algorithm 1, Sec. 4.1)")
     g.add_argument("--lambda-ccr", type=float, default=1.0, help="content weight lambda (Algorithm 2; not given)")
     g.add_argument("--content", default="ccr", choices=["ccr", "fcf", "none"],
@@ -201,10 +201,14 @@ def class_weights(args, data):
     of c / pixels of the images holding c, over the first --class-weight-images source images.
     Sec. 4.1 only says "a weighing scheme ... depending on their coverage"; classes never seen
     get weight 0 (they cannot occur in the labels)."""
-    path = os.path.join(args.run_dir, "class_weights.json")
+    path, nc = os.path.join(args.run_dir, "class_weights.json"), args.num_classes
     if os.path.isfile(path):
-        return torch.tensor(json.load(open(path)))
-    nc = args.num_classes
+        with open(path) as f:
+            saved = json.load(f)
+        if not isinstance(saved, list) or len(saved) != nc:
+            raise engine.UserError(f"{path} holds weights for another class count than this run's "
+                                   f"{nc}: use a fresh --output-dir (or delete the file)")
+        return torch.tensor(saved)
     pixels, image_pixels = torch.zeros(nc, dtype=torch.float64), torch.zeros(nc, dtype=torch.float64)
     for i in range(min(len(data), args.class_weight_images)):
         y = data[i]["semantic"]
@@ -266,6 +270,7 @@ def transfer_step(nets, optims, src, amp, args):
         with amp.autocast():
             loss = energy(nets, t, y, y[t], args.cw)
         amp.backward(loss)
+        engine.average_grads([net])        # unwrapped: average over processes by hand
         amp.step([optims[t]])
         terms[f"n_{t}"] = loss.detach()
     return terms
@@ -307,6 +312,7 @@ def ccr_step(ms, contour, fcf, optim, src, amp):
         l_ccr = losses.masked_l2(contour(z).float(), edges)
         l_fcf = losses.masked_l2(fcf(z, f4.shape[-2:]).float(), f4)
     amp.backward(l_ccr + l_fcf)
+    engine.average_grads([contour, fcf])   # unwrapped: average over processes by hand
     amp.step([optim])
     return {"ccr": l_ccr.detach(), "fcf": l_fcf.detach()}
 
@@ -370,7 +376,8 @@ def energy_d_step(net, nets, optims, src, tgt, amp, args, energies):
 
 def b_step(ms, net, aux, optims, src, tgt, amp, args):
     """UM-Adapt-B (Sec. 3.3.1): D tells (Ms(x_s), source ground truth) from (Mt(x_t), target
-    predictions); then res5 (and FCF's R) fools D, plus lambda times the content loss."""
+    predictions) while res5 (and FCF's R) fools it, plus lambda times the content loss: res5's
+    backward first (D frozen), then D's on detached maps, then both step at once."""
     d = aux["d"]
     size = output_size(src["image"].shape[-2:])
     y = labels_at(src, args.tasks, size)

@@ -179,5 +179,5 @@ def test_depth_fit_tool_reports_the_source_fit(tmp_path, capsys):
     assert got["z_target_mean"] == pytest.approx(target[valid].mean(), rel=1e-5)
     assert got["z_abs_rel"] == pytest.approx((np.abs(z.numpy() - target) / target)[valid].mean(), rel=1e-4)
     run(tmp_path / "s1", "--setup", "s1", iters=1)
-    with pytest.raises(SystemExit, match="no depth block"):
+    with pytest.raises(engine.UserError, match="no depth block"):
         dada_depth_fit.load(str(tmp_path / "s1" / "model.pth"))

@@ -283,6 +283,13 @@ def test_keypoint_anchor_reads_heatmaps_and_depths_from_the_folder_layout(tmp_pa
     assert w["heads.keypoints.weight"].shape[1] == 3 and w["kp_depth.2.weight"].shape == (3, 256)
     logged = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
     assert any("Ta" in r for r in logged)
+    with pytest.raises(engine.UserError, match="holds 3 keypoints, --keypoints is 4"):
+        hf.main(hf.get_args_parser().parse_args(
+            ["--src", "folder", "--src-root", str(tmp_path / "syn"), "--tgt", "folder", "--tgt-root",
+             str(tmp_path / "real"), "--anchor", "keypoints", "--keypoints", "4", "--preset", "cpu",
+             "--size", "24", "40", "--batch-size", "2", "--workers", "0", "--device", "cpu",
+             "--output-dir", str(tmp_path / "run4")]))
+    assert not (tmp_path / "run4" / "log.jsonl").exists() and not (tmp_path / "run4" / "args.json").exists()
 
 
 @pytest.mark.parametrize("anchor, da, size", [("semantic", "output", [240, 320]),

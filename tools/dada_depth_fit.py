@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_dada  # noqa: E402
 from lib import engine, losses  # noqa: E402
-from lib.data import build_dataset  # noqa: E402
+from lib.data import build_dataset, data_options  # noqa: E402
 from lib.models import build_model  # noqa: E402
 
 
@@ -34,14 +34,11 @@ def get_args_parser():
 
 
 def load(path):
-    try:
-        ckpt = engine.load_checkpoint(path, train_dada.SCRIPT, flag="checkpoint")
-    except engine.UserError as err:
-        raise SystemExit(f"error: {err}") from None
+    ckpt = engine.load_checkpoint(path, train_dada.SCRIPT, flag="checkpoint")
     net = build_model(ckpt["model_specs"]["model"])
     net.load_state_dict(ckpt["models"]["model"])
     if net.depth is None:
-        raise SystemExit(f"error: {path}: this model has no depth block (setups s1-s3)")
+        raise engine.UserError(f"{path}: this model has no depth block (setups s1-s3)")
     return net.train(), ckpt["args"]
 
 
@@ -63,20 +60,26 @@ def fit(net, dataset, batches, with_depth):
         for k, v in stats.items():
             sums[k] = sums.get(k, 0.0) + float(v)
         count += 1
+    if not count:
+        raise engine.UserError(f"{getattr(dataset, 'name', 'the split')} has no images to score")
     return {k: v / count for k, v in sums.items()}
 
 
 def main(args):
     for path in args.checkpoints:
         net, run = load(path)
-        size = run.get("size") or [64, 128]
+        size, saved = run.get("size") or [64, 128], argparse.Namespace(**run)
         row = []
-        for role, name, labels in (("source", run["src"], ["semantic", "depth"]), ("target", run["tgt"], [])):
-            data = build_dataset(name, "val", size, args.data_root, length=4 * args.batches, labels=labels)
+        for role, name, labels in (("src", run["src"], ["semantic", "depth"]), ("tgt", run["tgt"], [])):
+            # the run's own data options (roots, classes, its --src/--tgt-resize), val split
+            opts = {**data_options(saved, role), "flip": False, "photometric": False,
+                    "resize": run.get(f"{role}_resize") or run.get("resize")}
+            data = build_dataset(name, "val", size, args.data_root or run.get("data_root"),
+                                 length=4 * args.batches, labels=labels, role=f"--{role}", **opts)
             m = fit(net, data, args.batches, bool(labels))
-            row.append(f"{role} " + " ".join(f"{k}={v:.3f}" for k, v in m.items()))
+            row.append(f"{'source' if role == 'src' else 'target'} " + " ".join(f"{k}={v:.3f}" for k, v in m.items()))
         print(f"{path}: lambda_dep={run.get('lambda_dep')} | " + " | ".join(row))
 
 
 if __name__ == "__main__":
-    main(get_args_parser().parse_args())
+    engine.cli(main, get_args_parser().parse_args())

@@ -4,7 +4,7 @@
 # tools/bench.py for every training stage at the paper's sizes in fp32, bf16, bf16 +
 # channels-last (+ --compile where it works), plus the cost of check_finite's per-step sync.
 # Writes OUTDIR/env.txt, pytest_cuda.txt, <part>.json and .log, parts.tsv and summary.md.
-# Sized for under 8 minutes on one H200: each part has a timeout, and all of them share
+# Sized for under 10 minutes on one H200: each part has a timeout, and all of them share
 # GPU_CHECK_BUDGET seconds (default 540); --compile runs last, as it may be slow or fail.
 #
 #   bash tools/gpu_check.sh OUTDIR                    # on a machine with CUDA

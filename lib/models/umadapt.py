@@ -70,7 +70,7 @@ class UMAdaptNet(nn.Module):
 
     forward(x) is the repository's inference convention (lib/models/encdec.py): predictions at
     the input resolution (depth in metres, unit normals, semantic logits). Training uses
-    raw(x) / decode(z): predictions at the decoder's own size (half the input)."""
+    forward_raw(x) / decode(z): predictions at the decoder's own size (half the input)."""
 
     def __init__(self, backbone="resnet50", pretrained="none", tasks=("semantic", "depth", "normals"),
                  num_classes=40, decoder_width=1024):
