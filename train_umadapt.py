@@ -237,13 +237,9 @@ def task_loss(task, pred, target, weight=None):
     constant). A predicted semantic map (logits) as target gives the soft CE
     -sum softmax(target) log softmax(pred), differentiable in both: the energy of a predicted
     tuple (Algorithm 2, L_G / L_D)."""
-    if task == "semantic":
-        if target.is_floating_point():
-            return -(target.softmax(1) * pred.log_softmax(1)).sum(1).mean()
-        return losses.cross_entropy(pred, target, weight=weight)
-    if task == "depth":
-        return losses.berhu(pred, target, target > 0)
-    return losses.cosine_normal_loss(pred, target)
+    if task == "semantic" and target.is_floating_point():
+        return -(target.softmax(1) * pred.log_softmax(1)).sum(1).mean()
+    return losses.supervised_loss(task, pred, target, weight)
 
 
 def energy(nets, task, maps, target, weight=None):

@@ -239,13 +239,14 @@ def grad_reverse(x, lambd=1.0):
     return GradReverse.apply(x, float(lambd))
 
 
-def supervised_loss(task, pred, target):
-    """The default loss of each task for supervised baselines: CE, berHu (DADA eq. 3), 1 - cos.
+def supervised_loss(task, pred, target, weight=None):
+    """The default loss of each task for supervised baselines: CE (class `weight`s optional),
+    berHu (DADA eq. 3), 1 - cos.
 
     Method scripts that prescribe another (AT/DT's L1 depth) call that loss directly.
     """
     if task == "semantic":
-        return cross_entropy(pred, target)
+        return cross_entropy(pred, target, weight=weight)
     if task == "depth":
         return berhu(pred, target, mask=target > 0)
     if task == "normals":

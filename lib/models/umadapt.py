@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lib.evaluation import resize_prediction
+
 from .backbones import build_backbone, freeze_bn
 from .decoders import to_prediction
 
@@ -95,17 +97,7 @@ class UMAdaptNet(nn.Module):
 
     def forward(self, x):
         preds = self.forward_raw(x)
-        return {t: upsample_prediction(t, p, x.shape[-2:]) for t, p in preds.items()}
-
-
-def upsample_prediction(task, pred, size):
-    """Bilinear resize of a prediction to `size` (depth BxHxW, normals renormalised)."""
-    if tuple(pred.shape[-2:]) == tuple(size):
-        return pred
-    if task == "depth":
-        return F.interpolate(pred[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    out = F.interpolate(pred, size=size, mode="bilinear", align_corners=False)
-    return F.normalize(out, dim=1) if task == "normals" else out
+        return {t: resize_prediction(t, p, x.shape[-2:]) for t, p in preds.items()}
 
 
 def encode_maps(maps, num_classes):
