@@ -8,8 +8,10 @@ Usage:
     python evaluate.py --checkpoint CKPT --images photos/ --save-color
     torchrun --nproc_per_node=4 evaluate.py --checkpoint CKPT --dataset cityscapes ...
 
-The run's own settings apply unless given: --min-depth/--max-depth always; --classes,
---focal-ref, --resize and (procedural data) --proc-length when scoring the run's --tgt.
+The run's own settings apply unless given: --min-depth/--max-depth always; and when scoring a
+dataset the run scored, the protocol it scored it with (--size, --resize, --classes,
+--focal-ref, --native-labels, its folder, and --proc-length on procedural data), so that
+re-scoring a checkpoint gives the run's own numbers.
 
 Prediction files (--pred-dir DIR; DIR/<task>/ when that folder exists, else DIR itself with a
 single --task; sub-folders are searched). A sample's file is, in this order:
@@ -32,6 +34,7 @@ metrics.json: dataset split source selection samples tasks classes class_names, 
 mIoU acc mean_acc per_class | abs_rel sq_rel rmse rmse_log log10 a1 a2 a3 |
 mean median rmse_deg pct_11_25 pct_22_5 pct_30 (percentages as 0-100; null = nothing measured).
 """
+import argparse
 import os
 
 import numpy as np
@@ -84,7 +87,12 @@ def get_args_parser(add_help=True):
                         help="depth cap in metres (default: the run's --min-depth, else 0.001)")
     parser.add_argument("--max-depth", type=float, default=None,
                         help="depth cap in metres (default: the run's --max-depth, else 80)")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=4,
+                        help="images per batch (default: %(default)s; 1 with --native-labels)")
+    parser.add_argument("--native-labels", action=argparse.BooleanOptionalAction, default=None,
+                        help="score at the labels' own resolution, only the image resized to "
+                             "--resize and the predictions upsampled (DADA's protocol) (default: "
+                             "as the run scored this dataset, else off)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
     parser.add_argument("--max-batches", type=int, default=None, help="score only N batches")
@@ -171,7 +179,7 @@ def model_classes(model, image):
 
 def class_adapter(model_nc, classes):
     """Wrap predictions of a 19-class model to score them on 16/13/7/11 classes."""
-    if model_nc is None or model_nc == classes:
+    if model_nc is None or model_nc == classes or classes is None:   # None: no semantic labels
         return None
     if model_nc == 19 and classes in TRAIN19_TO:
         lut = torch.tensor(TRAIN19_TO[classes])  # a copy: the shared table is read-only
@@ -204,16 +212,46 @@ class _Adapted(torch.nn.Module):
 
 def inherit_run_settings(args, run, name):
     """Fill what the command line leaves open with the run's own settings, so re-scoring a
-    checkpoint reproduces the numbers of its run (README, "evaluate.py")."""
+    checkpoint reproduces the numbers of its run (README, "evaluate.py"): the protocol the run
+    scored `name` with (lib.evaluation.scoring_loader: size, resize, class map, labels at their
+    own resolution, root), else, for checkpoints older than that record, its flags."""
     args.min_depth = next(v for v in (args.min_depth, run.get("min_depth"), 1e-3) if v is not None)
     args.max_depth = next(v for v in (args.max_depth, run.get("max_depth"), 80.0) if v is not None)
-    if run and (args.images or args.dataset in (None, run.get("tgt"))):
+    rec = None if args.images else run_protocol(run, name, args)
+    if rec is not None:
+        semantic = "semantic" in get_entry(name, "--dataset").labels   # KITTI: no class map
+        args.classes = args.classes or rec["classes"] or (run.get("classes") if semantic else None)
+        args.focal_ref = args.focal_ref or rec["focal_ref"]
+        args.resize = args.resize or rec["resize"]
+        args.size = args.size or rec["size"]
+        if args.native_labels is None:
+            args.native_labels = rec["native_labels"]
+        if not (args.src_root or args.tgt_root):
+            args.src_root = rec["root"]
+        if get_entry(name, "--dataset").folder is None:
+            args.proc_length = args.proc_length or rec["proc_length"]  # procedural only
+    elif run and (args.images or args.dataset in (None, *str(run.get("tgt")).split(","))):
         # Same data as the run: the same class map, depth frame and resolution.
         args.classes = args.classes or run.get("classes")
         args.focal_ref = args.focal_ref or run.get("focal_ref")
-        args.resize = args.resize or run.get("resize")
+        args.resize = args.resize or run.get("tgt_resize") or run.get("resize")
         if not args.images and get_entry(name, "--dataset").folder is None:
             args.proc_length = args.proc_length or run.get("proc_length")  # procedural only
+    # Photos have no labels, and the procedural benchmark renders its labels at its size.
+    args.native_labels = bool(args.native_labels and not args.images
+                              and get_entry(name, "--dataset").folder is not None)
+    if args.native_labels:
+        args.batch_size = 1   # label sizes may differ image to image (Vistas): one at a time
+
+
+def run_protocol(run, name, args):
+    """The run's scoring record of dataset `name` (None if it scored none): of the root given
+    with --src-root / --tgt-root when it scored two folders of one kind, else its target's."""
+    recs = [r for r in run.get("scoring") or [] if r.get("dataset") == name]
+    given = args.src_root or args.tgt_root
+    if given and len(recs) > 1:
+        recs = [r for r in recs if r["root"] and os.path.abspath(r["root"]) == os.path.abspath(given)] or recs
+    return next((r for r in reversed(recs) if r["role"] == "--tgt"), recs[-1] if recs else None)
 
 
 # ----------------------------------------------------------------------------- data
@@ -221,7 +259,8 @@ def build_split(name, labels, size, args):
     """The --dataset split with `labels` (none: its images alone)."""
     return build_dataset(name, args.split, size, args.data_root, length=args.proc_length,
                          labels=labels, role="--dataset", root=args.src_root or args.tgt_root,
-                         classes=args.classes, resize=args.resize, focal_ref=args.focal_ref)
+                         classes=args.classes, resize=args.resize, focal_ref=args.focal_ref,
+                         native_labels=args.native_labels)
 
 
 def open_dataset(name, tasks, asked, size, args):
@@ -321,15 +360,12 @@ def labelid_lut(classes):
     return lut
 
 
-def scored_count(n, args, sharded=True):
-    """Samples scored over all processes: --max-batches caps each process's shard (checkpoint)
-    or the whole split (--pred-dir)."""
+def scored_count(n, args):
+    """Samples scored over all processes: --max-batches x --batch-size caps the split before it
+    is sharded (lib.engine.eval_loader), so the count does not depend on the process count."""
     if args.max_batches is None:
         return n
-    limit = args.max_batches * args.batch_size
-    if not sharded:
-        return min(n, limit)
-    return sum(len(range(r, n, args.world_size)[:limit]) for r in range(args.world_size))
+    return min(n, args.max_batches * args.batch_size)
 
 
 # ----------------------------------------------------------------------------- prediction files
@@ -444,7 +480,7 @@ def score_pred_dir(dataset, tasks, args):
         require_cityscapes_map(dataset, args.classes, f"--pred-dir {args.pred_dir}")
     index = {t: PredictionIndex(_task_dir(args.pred_dir, t, tasks)) for t in tasks}
     scorer = Scorer(tasks, args.classes, args.min_depth, args.max_depth, void_pred=True)
-    n = scored_count(len(dataset), args, sharded=False)
+    n = scored_count(len(dataset), args)
     mine = range(args.rank, n, args.world_size)    # under torchrun each file is read once
     progress = Progress(len(mine), args.print_every)
     for k, i in enumerate(mine):
@@ -580,7 +616,7 @@ def main(args):
         args.classes = args.classes or getattr(dataset, "classes", None) or entry.num_classes
     out_dir = args.output_dir or default_output_dir(args, name)
     if model is None:
-        n, scores = scored_count(len(dataset), args, sharded=False), score_pred_dir(dataset, tasks, args)
+        n, scores = scored_count(len(dataset), args), score_pred_dir(dataset, tasks, args)
     else:
         n, scores = scored_count(len(dataset), args), score_checkpoint(model, nc, outputs, dataset, tasks,
                                                                        out_dir, args)

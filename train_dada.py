@@ -20,7 +20,7 @@ from lib import engine, losses
 from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
 from lib.data import build_dataset, data_options, get_entry, require_labels, resolve_classes
 from lib.data.labels import CLASS_NAMES
-from lib.evaluation import evaluate_model, per_class_line
+from lib.evaluation import evaluate_model, per_class_line, scoring_loader
 from lib.models import build_model, model_spec, RawOutputs
 from lib.models.discriminators import OutputDiscriminator
 
@@ -63,6 +63,8 @@ def get_args_parser(add_help=True):
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Sec. 4.1)")
     g.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
     g.add_argument("--d-lr", type=float, default=1e-4, help="discriminator Adam lr (Sec. 4.1)")
+    g.add_argument("--d-width", type=int, default=64,
+                   help="first width of each discriminator (ADVENT's ndf: 64, doubling to 512)")
     g.add_argument("--src-resize", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="resize of --src images and labels (default: --resize)")
     g.add_argument("--tgt-resize", type=int, nargs=2, default=None, metavar=("H", "W"),
@@ -198,7 +200,7 @@ def build(args, num_classes):
     optims = {"model": torch.optim.SGD(model.param_groups(args.lr), lr=args.lr,
                                        momentum=args.momentum, weight_decay=args.weight_decay)}
     channels = {"surprisal": num_classes, "depth": 1, "fused": num_classes}
-    discs = {k: OutputDiscriminator(channels[k]) for k in discriminator_names(args)}
+    discs = {k: OutputDiscriminator(channels[k], args.d_width) for k in discriminator_names(args)}
     for k, d in discs.items():
         optims[f"d_{k}"] = torch.optim.Adam(d.parameters(), lr=args.d_lr, betas=(0.9, 0.99))
     return spec, model, discs, optims
@@ -230,13 +232,11 @@ def datasets(args):
 
 
 def val_loader(name, role, args):
+    """The official protocol: logits upsampled to the labels' own resolution (2048x1024 for
+    Cityscapes), so the image alone is resized (and Vistas, whose sizes vary, one at a time)."""
     resize = (args.src_resize if role == "src" else args.tgt_resize) or args.resize
-    # The official protocol: logits upsampled to the labels' own resolution (2048x1024 for
-    # Cityscapes), so the image alone is resized.
-    data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length,
-                         labels=["semantic"], role=f"--{role}",
+    return scoring_loader(name, ["semantic"], args, f"--{role}", max(args.batch_size, 4),
                          **{**data_options(args, role), "resize": resize, "native_labels": True})
-    return engine.eval_loader(data, max(args.batch_size, 4), args, args.eval_batches)
 
 
 def score(model, loader, nc, args, amp):
@@ -315,14 +315,14 @@ def finish(net, spec, nc, args, amp, best, logger):
     if args.select_on_target_val and best["state"] is not None:
         net.load_state_dict(best["state"])
         selection = f"best on {args.tgt} val (iteration {best['iteration']}; target labels used)"
-    if engine.is_main():
+    val = {"source": val_loader(args.src, "src", args), "target": val_loader(args.tgt, "tgt", args)}
+    if engine.is_main():   # after the loaders: its args record how they score (evaluate.py)
         engine.save_checkpoint(os.path.join(args.output_dir, "model.pth"), script=SCRIPT,
                                iteration=args.iters, args=args, models={"model": net},
                                model_specs={"model": spec},
                                extra={"inference_model": "model", "selection": selection})
     metrics = {"selection": selection, "setup": args.setup, "iteration": args.iters,
-               "source": score(net, val_loader(args.src, "src", args), nc, args, amp),
-               "target": score(net, val_loader(args.tgt, "tgt", args), nc, args, amp)}
+               **{dom: score(net, loader, nc, args, amp) for dom, loader in val.items()}}
     logger.write({"iter": args.iters, **metrics})
     if engine.is_main():
         engine.write_json(metrics, os.path.join(args.output_dir, "metrics.json"))

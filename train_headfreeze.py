@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from lib import engine, losses
 from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
 from lib.data import build_dataset, data_options, get_entry, resolve_classes
-from lib.evaluation import evaluate_model
+from lib.evaluation import evaluate_model, scoring_loader
 from lib.models import build_model, model_spec, RawOutputs
 from lib.models.discriminators import FeatureCritic, OutputDiscriminator
 
@@ -312,15 +312,14 @@ def val_data(name, role, args):
     """One domain's --val-split with normals (and the semantic anchor), built before training
     so a bad split is a one-line error, not a finished run that cannot be scored."""
     tasks = ["normals"] + (["semantic"] if args.anchor == "semantic" else [])
-    return build_dataset(name, args.val_split, args.size, args.data_root, length=args.proc_length,
-                         labels=tasks, role=f"--{role}", **data_options(args, role))
+    return scoring_loader(name, tasks, args, f"--{role}", max(args.batch_size, 4), split=args.val_split,
+                          **data_options(args, role))
 
 
-def score(net, data, args, nc, amp):
+def score(net, loader, args, nc, amp):
     """Normal metrics (Sec. 4.1: % < 11.25, % < 30, RMSE, mean, median over valid pixels) and,
     with a semantic anchor, mIoU, on the --val-split of one domain."""
     tasks = ["normals"] + (["semantic"] if args.anchor == "semantic" else [])
-    loader = engine.eval_loader(data, max(args.batch_size, 4), args, args.eval_batches)
     m = evaluate_model(net, loader, args.device, tasks, nc, amp=amp, progress=False)
     return {k: m[k] for k in ("pct_11_25", "pct_30", "rmse_deg", "mean", "median", "mIoU") if k in m}
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from lib import engine, losses
 from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
 from lib.data import build_dataset, get_entry, require_labels, resolve_classes
-from lib.evaluation import evaluate_model
+from lib.evaluation import evaluate_model, scoring_loader
 from lib.metrics import delta_m
 from lib.models import build_model, model_spec, RawOutputs
 from lib.models.semimtl import CITYSCAPES_BASELINE_FOCAL, DomainDiscriminator, depth_target
@@ -362,9 +362,8 @@ def val_sets(args, plan, tasks):
         scored = [t for t in tasks if t in get_entry(s.name).labels]
         if s.name in out or not scored:
             continue
-        data = build_dataset(s.name, "val", args.size, args.data_root, length=args.proc_length,
-                             labels=scored, role=s.flag, **_options(args, s, False))
-        out[s.name] = (engine.eval_loader(data, max(args.batch_size, 4), args, args.eval_batches), scored)
+        out[s.name] = (scoring_loader(s.name, scored, args, s.flag, max(args.batch_size, 4),
+                                      **_options(args, s, False)), scored)
     return out
 
 
@@ -444,13 +443,14 @@ def main(args):
 
 def finish(net, spec, plan, tasks, nc, args, amp, logger, stl_scores):
     """Save the last model, score every task on every dataset's val split, delta-M vs --stl-run."""
+    val = val_sets(args, plan, tasks)   # before the save: model.pth records how they score
     if engine.is_main():
         engine.save_checkpoint(os.path.join(args.output_dir, "model.pth"), script=SCRIPT,
                                iteration=args.iters, args=args, models={"model": net},
                                model_specs={"model": spec},
                                extra={"inference_model": "model", "selection": "last"})
     scores = {name: evaluate_model(net, loader, args.device, scored, nc, max_depth=args.max_depth, amp=amp)
-              for name, (loader, scored) in val_sets(args, plan, tasks).items()}
+              for name, (loader, scored) in val.items()}
     metrics = {"method": args.method, "mode": args.mode if args.method == "semimtl" else None,
                "selection": "last", "iteration": args.iters,
                "datasets": [{"name": s.name, "split": s.split, "tasks": list(s.tasks)} for s in plan],

@@ -22,7 +22,7 @@ from lib import engine, losses
 from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
 from lib.data import build_dataset, data_options, get_entry, require_labels, resolve_classes
 from lib.data.transforms import denormalize
-from lib.evaluation import evaluate_model
+from lib.evaluation import evaluate_model, scoring_loader
 from lib.models import UpsampleDecoder, build_model, model_spec
 from lib.models.discriminators import FeatureCritic
 
@@ -269,17 +269,23 @@ def train_step(net, critic, a, b, optims, amp, args, it):
     return values, phase
 
 
-def evaluate_stage1(net, args, amp, nc):
+def stage1_val(args):
+    """The stage-1 table's splits, built before training (a bad split stops the run at once,
+    and every checkpoint records how they score): T1 on A and B, T2 on A."""
+    def loader(name, task):
+        role = "src" if name == args.src else "tgt"
+        return scoring_loader(name, [task], args, f"--{role}", args.batch_size, **data_options(args, role))
+    return {"n1": {"source": loader(args.src, args.task1), "target": loader(args.tgt, args.task1)},
+            "n2": {"source": loader(args.src, args.task2)}}
+
+
+def evaluate_stage1(net, val, args, amp, nc):
     """N1 on A and B (T1), N2 on A (T2): validation splits, last model (docs/design.md, "Model selection")."""
-    def score(model, name, task):
-        data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length,
-                             labels=[task], **data_options(args, "src" if name == args.src else "tgt"))
-        loader = engine.eval_loader(data, args.batch_size, args, args.eval_batches)
-        return evaluate_model(model, loader, args.device, [task], nc, args.min_depth,
-                              args.max_depth, amp)
     m = engine.unwrap(net)
-    return {"n1": {"source": score(m.n1, args.src, args.task1), "target": score(m.n1, args.tgt, args.task1)},
-            "n2": {"source": score(m.n2, args.src, args.task2)}}
+    tasks = {"n1": args.task1, "n2": args.task2}
+    return {k: {dom: evaluate_model(getattr(m, k), loader, args.device, [tasks[k]], nc, args.min_depth,
+                                    args.max_depth, amp) for dom, loader in doms.items()}
+            for k, doms in val.items()}
 
 
 def depth_convention(args, data_a):
@@ -335,6 +341,7 @@ def main(args):
     ckpt_path = os.path.join(args.output_dir, "checkpoint.pth")
     stop = total if args.stop_at is None else min(args.stop_at, total)
     logger.total = total
+    val = stage1_val(args)
     logger.start(start)
     net.train()
     for it in range(start, stop):
@@ -351,7 +358,7 @@ def main(args):
     if stop < total:
         engine.cleanup_distributed()
         return None  # --stop-at: continue with --resume auto
-    metrics = {"selection": "last", "iteration": total, **evaluate_stage1(net, args, amp, nc)}
+    metrics = {"selection": "last", "iteration": total, **evaluate_stage1(net, val, args, amp, nc)}
     logger.write({"iter": total, **metrics})
     if engine.is_main():
         engine.write_json(metrics, os.path.join(args.output_dir, "metrics.json"))

@@ -22,7 +22,7 @@ from lib import engine
 from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
 from lib.data import build_dataset, data_options, get_entry, require_labels, resolve_classes
 from lib.data.labels import CLASS_NAMES
-from lib.evaluation import evaluate_model, per_class_line
+from lib.evaluation import evaluate_model, per_class_line, scoring_loader
 from lib.models import build_model, model_spec
 from lib.models.encdec import decode
 from train_tasks import task_loss, total_iters
@@ -135,9 +135,8 @@ def set_train_mode(atdt):
 
 def val_loader(name, role, args, capped=True):
     """Validation split of `name`; --eval-batches caps the selection runs, never the final table."""
-    data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length,
-                         labels=[args.task2], role=role, **data_options(args, role.strip("-")))
-    return engine.eval_loader(data, max(args.batch_size, 4), args, args.eval_batches if capped else None)
+    return scoring_loader(name, [args.task2], args, role, max(args.batch_size, 4), capped=capped,
+                          **data_options(args, role.strip("-")))
 
 
 def score(model, loader, args, amp):
@@ -276,6 +275,7 @@ def main(args):
     selection = (f"best on {train_name} val (iteration {best['iteration']})" if best["g"] is not None
                  else "last")
     atdt.eval()
+    final_val = val_loader(args.tgt, "--tgt", args, capped=False) if scored_on_b else None
     if engine.is_main():
         # The selected model, loadable by evaluate.py (--checkpoint RUN/model.pth), saved before
         # scoring so that a failure in the final table cannot lose the trained G.
@@ -283,8 +283,7 @@ def main(args):
                                iteration=args.iters, args=args, models={"atdt": atdt},
                                model_specs={"atdt": spec},
                                extra={"inference_model": "atdt", "selection": selection})
-    rows = (final_table(atdt, n2, val_loader(args.tgt, "--tgt", args, capped=False), args, amp,
-                        extra_rows) if scored_on_b else {})
+    rows = final_table(atdt, n2, final_val, args, amp, extra_rows) if scored_on_b else {}
     metrics = {"selection": selection, "task1": args.task1, "task2": args.task2,
                "src": args.src, "tgt": args.tgt, "stage1": args.stage1_path, "target": rows}
     if best["metrics"] is not None:

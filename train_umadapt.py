@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from lib import engine, losses
 from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
 from lib.data import build_dataset, data_options, get_entry, require_labels, resolve_classes
-from lib.evaluation import evaluate_model
+from lib.evaluation import evaluate_model, scoring_loader
 from lib.models import build_model, model_spec, RawOutputs
 from lib.models.umadapt import (TASK_ORDER, ContourDecoder, FeatureReconstructor, JointDiscriminator,
                                 TaskTransferNet, encode_maps, target_encoder)
@@ -549,10 +549,8 @@ def train_loaders(args, stage):
     """Source: every task's labels + contour maps; targets: images (+ contour maps when
     adapting); variant s also reads labelled target batches (--target-labelled)."""
     def make(name, role, labels, length, domain, seed):
-        opts = data_options(args, role) if len(args.targets) == 1 or role == "src" else \
-            {**data_options(args, role), "root": None}
         data = build_dataset(name, "train", args.size, args.data_root, seed, length, labels=labels,
-                             role=f"--{role}", train=True, **opts)
+                             role=f"--{role}", train=True, **options(args, name, role))
         return engine.InfiniteLoader(data, args.batch_size, args, domain=domain)
     loaders = {"src": make(args.src, "src", args.tasks + ["edges"], args.proc_length, 0, args.seed)}
     tgt_labels = ["edges"] if stage in ("adapt", "ccr") else []
@@ -565,13 +563,19 @@ def train_loaders(args, stage):
     return loaders
 
 
-def val_data(name, role, labels, args):
-    opts = {**data_options(args, "src" if role == "src" else "tgt")}
+def options(args, name, role):
+    """build_dataset options of one dataset: with two targets both come from --data-root, and
+    --classes is the class map of those with semantic labels (KITTI has none)."""
+    opts = data_options(args, role)
     if role != "src" and len(args.targets) > 1:
         opts["root"] = None
-    data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length, labels=labels,
-                         role=f"--{role}", **opts)
-    return engine.eval_loader(data, max(args.batch_size, 4), args, args.eval_batches)
+    if "semantic" not in get_entry(name).labels:
+        opts["classes"] = None
+    return opts
+
+
+def val_data(name, role, labels, args):
+    return scoring_loader(name, labels, args, f"--{role}", max(args.batch_size, 4), **options(args, name, role))
 
 
 def score_model(net, args, amp, source):
@@ -614,7 +618,9 @@ def score_contour(enc, contour, args):
             edges = labels_at(batch, (), output_size(batch["image"].shape[-2:]))["edges"]
             total += float(losses.masked_l2(contour(enc(batch["image"])["layer4"]), edges)) * len(edges)
             count += len(edges)
-        out[key if key == "source" else f"target_{name}"] = {"ccr_mse": total / max(count, 1)}
+        # each rank scored its shard: the ratio of the means over ranks is that of the sums
+        sums = engine.all_reduce_mean({"total": total, "count": count})
+        out[key if key == "source" else f"target_{name}"] = {"ccr_mse": sums["total"] / max(sums["count"], 1e-12)}
     return out
 
 
@@ -631,13 +637,19 @@ def run_stage(stage, args):
         return json.load(open(done))
     logger = engine.setup_run(a, SCRIPT)
     amp = engine.Amp(a.amp, a.device)
+    # The set-up first: it loads the earlier stages' models, so a stage run before them stops
+    # before class_weights.json is written (no run folder from a bad input). The steps read
+    # a.cw only when they run.
+    s = SETUPS[stage](a, amp)
+    # N(->t), C_contour, R and D are built per rank (seed + rank) and kept out of DDP: every
+    # rank starts from rank 0's weights, which average_grads then keeps in step.
+    engine.broadcast_modules(s["models"].values())
     if "semantic" in a.tasks and a.class_weighting == "median":
         src = build_dataset(a.src, "train", a.size, a.data_root, a.seed, a.proc_length,
                             labels=["semantic"], role="--src", **data_options(a, "src"))
         a.cw = class_weights(a, src).to(a.device)
     else:
         a.cw = None
-    s = SETUPS[stage](a, amp)
     loaders = train_loaders(a, stage)
     state = dict(models=s["models"], optimizers=s["optimizers"], amp=amp, loaders=loaders)
     start = 0
@@ -660,12 +672,13 @@ def run_stage(stage, args):
             engine.save_checkpoint(ckpt, script=SCRIPT, iteration=it + 1, args=a, **state)
     if engine.stop_iteration(a) < a.iters:
         return None
+    metrics = {"stage": stage, "variant": a.variant if stage == "adapt" else None, "iteration": a.iters,
+               **s["evaluate"]()}
+    # After scoring (checkpoint.pth holds the weights already): its args record how it scored.
     specs = {"model": s["spec"]} if "spec" in s else {}
     engine.save_checkpoint(os.path.join(a.output_dir, "model.pth"), script=SCRIPT, iteration=a.iters, args=a,
                            models=s["models"], model_specs=specs,
                            extra={"inference_model": "model"} if specs else {})
-    metrics = {"stage": stage, "variant": a.variant if stage == "adapt" else None, "iteration": a.iters,
-               **s["evaluate"]()}
     logger.write({"iter": a.iters, **metrics})
     if engine.is_main():
         engine.write_json(metrics, done)

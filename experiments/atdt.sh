@@ -12,42 +12,33 @@
 # at evaluation. Only what differs from it is written here. AMP=bf16 (ours, not the paper's)
 # halves the time on recent GPUs. On several GPUs prefix a command with
 # `torchrun --nproc_per_node=N` (the batch size is per process).
-set -euo pipefail
-[ "${1:-list}" = list ] || : "${DATA:?set DATA to the folder holding carla/ and cityscapes/}"
-RUNS=${RUNS:-runs/atdt}
-SEED=${SEED:-0}
-AMP=${AMP:-off}
-COMMON=(--data-root "${DATA:-}" --seed "$SEED" --amp "$AMP")
+# RUNS, SEED, AMP, SMOKE, PYTHON: experiments/common.sh.
+source "$(dirname "$0")/common.sh"
+[ "${1:-list}" = list ] || need_data "carla/ and cityscapes/"
 
-stage1() {  # stage1 NAME FLAGS...: train N1, N2 (and D_aux) once; skipped when already done
-  local name=$1; shift
-  [ -f "$RUNS/$name/metrics.json" ] || python train_tasks.py --src carla --tgt cityscapes \
-      "${COMMON[@]}" "$@" --output-dir "$RUNS/$name" --resume auto
+stage1() { # stage1 NAME FLAGS...: train N1, N2 (and D_aux) once on CARLA -> Cityscapes
+  train train_tasks.py "$1" --src carla --tgt cityscapes --data-root "$DATA" "${@:2}"
 }
-stage2() {  # stage2 STAGE1_NAME FLAGS...: G on the stage-1 run, written to STAGE1_NAME_G
-  local s1=$1; shift
-  [ -f "$RUNS/${s1}_G/metrics.json" ] || python train_transfer.py --stage1 "$RUNS/$s1" \
-      --seed "$SEED" --amp "$AMP" "$@" --output-dir "$RUNS/${s1}_G" --resume auto
+stage2() { # stage2 STAGE1_NAME FLAGS...: G on the stage-1 run, into the folder of STAGE1_NAME_G
+  train train_transfer.py "${1}_G" --stage1 "$(folder "$1")" "${@:2}"
 }
-oracles() {  # oracles NAME FLAGS...: the framework with A = B = Cityscapes (Tables 1-2):
+oracles() { # oracles NAME FLAGS...: the framework with A = B = Cityscapes (Tables 1-2):
   # its G is the Transfer Oracle, its N2 (trained and tested on B) the Oracle
-  local name=$1; shift
-  [ -f "$RUNS/$name/metrics.json" ] || python train_tasks.py --src cityscapes --tgt cityscapes \
-      "${COMMON[@]}" "$@" --output-dir "$RUNS/$name" --resume auto
-  stage2 "$name"
+  train train_tasks.py "$1" --src cityscapes --tgt cityscapes --data-root "$DATA" "${@:2}"
+  stage2 "$1"
 }
-with_oracles() {  # the flags that add the Oracle and Transfer Oracle rows to a stage-2 table
-  echo --oracle-checkpoint "$RUNS/$1/checkpoint.pth" --transfer-oracle-checkpoint "$RUNS/${1}_G/model.pth"
+with_oracles() { # the flags that add the Oracle and Transfer Oracle rows to a stage-2 table
+  echo --oracle-checkpoint "$(folder "$1")/checkpoint.pth" --transfer-oracle-checkpoint "$(folder "${1}_G")/model.pth"
 }
 
 edges() {  # cache the paper's DexiNed edge maps: EDGES=DIR holding carla/ and cityscapes/ outputs
   : "${EDGES:?set EDGES to the folder of DexiNed outputs (dark edges on white)}"
   for d in carla cityscapes; do
-    python tools/make_edges.py "$d" --data-root "$DATA" --from-dir "$EDGES/$d" --invert --workers 8
+    "$PYTHON" tools/make_edges.py "$d" --data-root "$DATA" --from-dir "$EDGES/$d" --invert --workers 8
   done
 }
 builtin_edges() {  # or cache the built-in detector's edges instead (a substitute, not the paper's)
-  for d in carla cityscapes; do python tools/make_edges.py "$d" --data-root "$DATA" --workers 8; done
+  for d in carla cityscapes; do "$PYTHON" tools/make_edges.py "$d" --data-root "$DATA" --workers 8; done
 }
 table1() {  # Dep->Sem: baseline (N2 on B), AT/DT (aux + NDA), Transfer Oracle, Oracle
   oracles oracles_depsem --task1 depth --task2 semantic
@@ -84,11 +75,8 @@ table7() {  # E1 alignment: none, adversarial, NDA, LargerNorm R = 1, 25, 500 (n
     stage1 depsem_ln$r --aux none --e1-align largernorm --largernorm-radius $r && stage2 depsem_ln$r
   done
 }
-summary() {  # mean/std over seeds of every finished run (RUNS may hold _seedN folders)
-  python tools/summarize.py "$RUNS" --keys mIoU acc abs_rel sq_rel rmse rmse_log a1 a2 a3
-}
-list() {  # this list
-  awk '/^[a-z0-9_]+\(\) \{  #/ { name = $1; sub(/\(\).*/, "", name); sub(/^[^#]*# /, ""); print name ": " $0 }' "$0"
+summary() {  # mean ± std over seeds of every finished run
+  summarize mIoU acc abs_rel sq_rel rmse rmse_log a1 a2 a3
 }
 
 "${@:-list}"

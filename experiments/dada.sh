@@ -2,6 +2,7 @@
 # DADA (ICCV 2019) on SYNTHIA -> Cityscapes / Mapillary Vistas: each table as a named command.
 #
 #   DATA=/path/to/data RUNS=runs/dada bash experiments/dada.sh table1
+#   DATA=/path/to/data SEED=1 bash experiments/dada.sh table1     # a second run of each row
 #   bash experiments/dada.sh list
 #
 # Needs DATA/synthia (SYNTHIA-RAND-CITYSCAPES), DATA/cityscapes and, for Table 2 (b),
@@ -12,19 +13,14 @@
 # official initialisation is `--pretrained DeepLab_resnet_pretrained_imagenet.pth` (the
 # default is torchvision's ImageNet weights: README, "DADA"). The reported model is the last
 # one; SELECT=1 adds --select-on-target-val (the official protocol, uses target labels).
-set -euo pipefail
-[ "${1:-list}" = list ] || : "${DATA:?set DATA to the folder holding synthia/ and cityscapes/}"
-RUNS=${RUNS:-runs/dada}
-SEED=${SEED:-0}
-AMP=${AMP:-off}
+# RUNS, SEED, AMP, SMOKE, PYTHON: experiments/common.sh.
+source "$(dirname "$0")/common.sh"
+[ "${1:-list}" = list ] || need_data "synthia/ and cityscapes/"
 EXTRA=()
-[ "${SELECT:-0}" = 1 ] && EXTRA+=(--select-on-target-val --eval-every 2000)
-COMMON=(--data-root "${DATA:-}" --seed "$SEED" --amp "$AMP" "${EXTRA[@]}")
+if [ "${SELECT:-0}" = 1 ]; then EXTRA+=(--select-on-target-val --eval-every 2000); fi
 
-run() {  # run NAME FLAGS...: one training run, skipped when finished, resumed when stopped
-  local name=$1; shift
-  [ -f "$RUNS/$name/metrics.json" ] || python train_dada.py "${COMMON[@]}" "$@" \
-      --output-dir "$RUNS/$name" --resume auto
+run() { # run NAME FLAGS...: one train_dada.py run (common.sh: train)
+  train train_dada.py "$1" --data-root "$DATA" ${EXTRA[@]+"${EXTRA[@]}"} "${@:2}"
 }
 LOW=(--src-resize 320 640 --tgt-resize 320 640 --size 320 640)   # the 320x640 rows of Table 2
 
@@ -51,11 +47,8 @@ table4() {  # DADA on fractions of SYNTHIA (10, 30, 50, 70, 100%)
     run t4_dada_$f --src synthia --tgt cityscapes --setup s7 --source-fraction $f
   done
 }
-summary() {  # mean/std over seeds of every finished run
-  python tools/summarize.py "$RUNS" --keys target.mIoU target.mIoU13 target.acc
-}
-list() {  # this list
-  awk '/^[a-z0-9_]+\(\) \{  #/ { name = $1; sub(/\(\).*/, "", name); sub(/^[^#]*# /, ""); print name ": " $0 }' "$0"
+summary() {  # mean ± std over seeds of every finished run
+  summarize target.mIoU target.mIoU13 target.acc
 }
 
 "${@:-list}"

@@ -19,16 +19,12 @@
 #   SFSYN_FRONT (Table 3) is SfSyn regenerated with frontal poses; it was never released.
 # Every setting is train_headfreeze.py's paper preset (docs/headfreeze.md); many of them are
 # ours because the paper leaves them to its supplemental material. Only what differs is here.
-set -euo pipefail
-RUNS=${RUNS:-runs/headfreeze}
-SEED=${SEED:-0}
-AMP=${AMP:-off}
+# RUNS, SEED, AMP, SMOKE, PYTHON: experiments/common.sh.
+source "$(dirname "$0")/common.sh"
 K=${K:-68}
 
-run() { # run NAME FLAGS...: one training run, skipped when finished, resumed when stopped
-  local name=$1; shift
-  [ -f "$RUNS/$name/metrics.json" ] || python train_headfreeze.py --seed "$SEED" --amp "$AMP" "$@" \
-      --output-dir "$RUNS/$name" --resume auto
+run() { # run NAME FLAGS...: one train_headfreeze.py run (common.sh: train)
+  train train_headfreeze.py "$@"
 }
 indoor() { # indoor NAME FLAGS...: SUNCG (substitute) -> NYUv2, semantic anchor, 13 classes
   local name=$1; shift
@@ -67,10 +63,7 @@ bn_control() {  # not in the paper: the baseline with target images through Batc
   faces t_faces_bn_control "${SFSYN:?set SFSYN}" --variant baseline --target-through-bn
 }
 summary() {  # mean/std over seeds (SEED=0,1,2 runs in RUNS) of the target's normal metrics
-  python tools/summarize.py "$RUNS" --keys target.pct_11_25 target.pct_30 target.rmse_deg target.mean target.median
-}
-list() {  # this list
-  awk '/^[a-z0-9_]+\(\) \{  #/ { name = $1; sub(/\(\).*/, "", name); sub(/^[^#]*# /, ""); print name ": " $0 }' "$0"
+  summarize target.pct_11_25 target.pct_30 target.rmse_deg target.mean target.median
 }
 
 "${@:-list}"

@@ -29,27 +29,25 @@
 #   The two targets alternate batch by batch (--tgt cityscapes,kitti_depth); Table 4 reads
 #   KITTI's Eigen test numbers (evaluate.py on the test list), Table 5 Cityscapes val mIoU.
 #   Training scores every target on its val split for the tasks it has labels of.
-set -euo pipefail
-case "${1:-list}" in list) ;; *) : "${DATA:?set DATA to the folder holding nyuv2/, cityscapes/, kitti_depth/}";; esac
-RUNS=${RUNS:-runs/umadapt}
-SEED=${SEED:-0}
-AMP=${AMP:-off}
+# RUNS, SEED, AMP, SMOKE, PYTHON: experiments/common.sh (a setting's folder: RUNS/NAME_seedSEED).
+source "$(dirname "$0")/common.sh"
+[ "${1:-list}" = list ] || need_data "nyuv2/, cityscapes/, kitti_depth/"
 
 stages() { # stages RUN FLAGS...: transfer, base, ccr once, then every variant in VARIANTS
   local run=$1; shift
   for st in transfer base ccr; do
-    [ -f "$run/$st/metrics.json" ] || python train_umadapt.py "$@" --stage $st --seed "$SEED" \
-        --amp "$AMP" --output-dir "$run" --resume auto
+    [ -f "$run/$st/metrics.json" ] || "$PYTHON" train_umadapt.py "${SHARED[@]}" "$@" --stage $st \
+        --output-dir "$run" --resume auto
   done
   for v in $VARIANTS; do
     local content=ccr folder=$v
     case $v in b-fcf) v=b; content=fcf;; esac
-    [ -f "$run/adapt-$folder/metrics.json" ] || python train_umadapt.py "$@" --stage adapt \
-        --variant $v --content $content --seed "$SEED" --amp "$AMP" --output-dir "$run" --resume auto
+    [ -f "$run/adapt-$folder/metrics.json" ] || "$PYTHON" train_umadapt.py "${SHARED[@]}" "$@" --stage adapt \
+        --variant $v --content $content --output-dir "$run" --resume auto
   done
 }
 show() { # show RUN DATASET KEY...: one markdown row per finished row folder
-  python - "$@" <<'PY'
+  "$PYTHON" - "$@" <<'PY'
 import json, os, sys
 run, dataset, keys = sys.argv[1], sys.argv[2], sys.argv[3:]
 rows = [("base", "Multi-task baseline"), ("adapt-b-fcf", "UM-Adapt-B(FCF)"), ("adapt-b", "UM-Adapt-B(CCR)"),
@@ -68,36 +66,36 @@ INDOOR=(--src folder --src-root "${PBRS:-PBRS}" --tgt nyuv2 --data-root "${DATA:
 OUTDOOR=(--src folder --src-root "${GTA5D:-GTA5D}" --tgt cityscapes,kitti_depth --data-root "${DATA:-}")
 
 indoor() {  # PBRS -> NYUv2, the runs of Tables 1-3 (S: the 795 labelled NYUv2 train images)
-  VARIANTS="b-fcf b noadv1 noadv adv s" stages "$RUNS/pbrs_nyuv2" "${INDOOR[@]}"
+  VARIANTS="b-fcf b noadv1 noadv adv s" stages "$(folder pbrs_nyuv2)" "${INDOOR[@]}"
 }
 outdoor() {  # GTA5 -> Cityscapes + KITTI, the runs of Tables 4-5 (S: 500 labelled images of each)
-  VARIANTS="noadv adv" stages "$RUNS/gta5_cs_kitti" "${OUTDOOR[@]}"
-  VARIANTS="s" stages "$RUNS/gta5_cs_kitti" "${OUTDOOR[@]}" --target-labelled 500
+  VARIANTS="noadv adv" stages "$(folder gta5_cs_kitti)" "${OUTDOOR[@]}"
+  VARIANTS="s" stages "$(folder gta5_cs_kitti)" "${OUTDOOR[@]}" --target-labelled 500
 }
 table1() {  # NYUv2 depth: rel, log10, rms, delta < 1.25^k
-  indoor; show "$RUNS/pbrs_nyuv2" nyuv2 abs_rel log10 rmse a1 a2 a3
+  indoor; show "$(folder pbrs_nyuv2)" nyuv2 abs_rel log10 rmse a1 a2 a3
 }
 table2() {  # NYUv2 surface normals: mean, median, % within 11.25 / 22.5 / 30 degrees
-  indoor; show "$RUNS/pbrs_nyuv2" nyuv2 mean median pct_11_25 pct_22_5 pct_30
+  indoor; show "$(folder pbrs_nyuv2)" nyuv2 mean median pct_11_25 pct_22_5 pct_30
 }
 table3() {  # NYUv2 segmentation, 40 classes: mIoU, mean accuracy, pixel accuracy (in %)
-  indoor; show "$RUNS/pbrs_nyuv2" nyuv2 mIoU mean_acc acc
+  indoor; show "$(folder pbrs_nyuv2)" nyuv2 mIoU mean_acc acc
 }
 table4() {  # KITTI Eigen test split depth (evaluate.py --split test): rel, sq rel, rms, rms log
   outdoor
-  local run=$RUNS/gta5_cs_kitti
+  local run; run=$(folder gta5_cs_kitti)
   for folder in base adapt-noadv adapt-adv adapt-s; do
-    [ -f "$run/kitti_test/$folder/metrics.json" ] || python evaluate.py --checkpoint "$run/$folder/model.pth" \
+    [ -f "$run/kitti_test/$folder/metrics.json" ] || "$PYTHON" evaluate.py --checkpoint "$run/$folder/model.pth" \
         --dataset kitti_depth --split test --task depth --data-root "$DATA" --max-depth 80 \
         --output-dir "$run/kitti_test/$folder" > /dev/null
   done
   show "$run" kitti_test abs_rel sq_rel rmse rmse_log
 }
 table5() {  # Cityscapes val segmentation, 19 classes: mIoU
-  outdoor; show "$RUNS/gta5_cs_kitti" cityscapes mIoU
+  outdoor; show "$(folder gta5_cs_kitti)" cityscapes mIoU
 }
-list() {  # this list
-  awk '/^[a-z0-9_]+\(\) \{  #/ { name = $1; sub(/\(\).*/, "", name); sub(/^[^#]*# /, ""); print name ": " $0 }' "$0"
+summary() {  # mean ± std over seeds of every finished stage and variant
+  summarize mIoU abs_rel rmse a1 mean median pct_11_25
 }
 
 "${@:-list}"

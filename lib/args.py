@@ -63,7 +63,8 @@ def add_common_args(parser):
     add_data_args(parser)
     g = parser.add_argument_group("model")
     g.add_argument("--backbone", default="resnet18",
-                   choices=["resnet18", "resnet34", "resnet50", "resnet101"])
+                   choices=["resnet18", "resnet34", "resnet50", "resnet101", "resnet-tiny"],
+                   help="resnet-tiny: one block per stage at widths 16-128, for --smoke and tests")
     g.add_argument("--pretrained", default="none",
                    help="none | imagenet (torchvision download) | PATH to a local checkpoint")
     g = parser.add_argument_group("optimisation")
@@ -74,7 +75,8 @@ def add_common_args(parser):
     g = parser.add_argument_group("engine")
     g.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     g.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
-                   help="autocast dtype; fp16 uses one GradScaler shared by all optimizers")
+                   help="autocast dtype; fp16 uses one GradScaler shared by all optimizers (fp16 on the "
+                        "CPU is slow: it is there for the tests)")
     g.add_argument("--channels-last", action="store_true", help="use the channels_last memory format")
     g.add_argument("--sync-bn", action="store_true", help="convert BatchNorm to SyncBatchNorm under DDP")
     g.add_argument("--compile", action="store_true", help="wrap models with torch.compile")
@@ -94,6 +96,13 @@ def add_common_args(parser):
     g.add_argument("--log-every", type=int, default=20, help="console / log.jsonl every N iterations")
     g.add_argument("--eval-batches", type=int, default=None,
                    help="cap on validation batches (default: the whole split)")
+    g.add_argument("--smoke", action="store_true",
+                   help="an end-to-end check of a command, not an experiment: resnet-tiny from "
+                        "scratch, every --*-width at most 16, every size flag / 16 (multiples of 8, at least 32), batches of "
+                        "at most 2, 2 iterations (per stage), one evaluation batch, no workers; "
+                        "everything else (class maps, per-domain resizes, label resolution, "
+                        "selection, seeds) stays as the preset and the flags say "
+                        "(experiments/*.sh: SMOKE=1)")
     return parser
 
 
@@ -104,6 +113,9 @@ def check_common_args(args):
     for name in positive:
         value = getattr(args, name, None)
         if value is not None and value <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    for name, value in vars(args).items():   # every script's --*-width
+        if name.endswith("_width") and isinstance(value, int) and value <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
     for name in ("workers", "stop_at", "save_every", "eval_every"):
         value = getattr(args, name, None)
@@ -218,6 +230,7 @@ def apply_preset(args, presets, datasets, log=print):
         setattr(args, dest, list(value) if isinstance(value, tuple) else value)
         applied[dest] = getattr(args, dest)
     args.preset_resolved, args.preset_values = chosen, applied
+    apply_smoke(args)
     check_common_args(args)
     if log is not None and os.environ.get("RANK", "0") == "0":   # once under torchrun
         how = f"auto -> {chosen}" if args.preset == "auto" else chosen
@@ -227,3 +240,28 @@ def apply_preset(args, presets, datasets, log=print):
             flush=True)
     return args
 
+
+
+SMOKE_SIZES = ("size", "resize", "src_resize", "tgt_resize")   # the H W flags --smoke shrinks
+SMOKE_WIDTH = 16
+
+
+def apply_smoke(args):
+    """--smoke: shrink the run (help of --smoke), after the preset and over explicit flags too, so
+    that a paper command runs end to end in seconds on the tiny trees of tests/trees.py."""
+    if not getattr(args, "smoke", False):
+        return args
+    for dest in SMOKE_SIZES:
+        if getattr(args, dest, None):
+            setattr(args, dest, [max(32, -(-v // 128) * 8) for v in getattr(args, dest)])
+    args.backbone, args.pretrained, args.workers, args.eval_batches = "resnet-tiny", "none", 0, 1
+    for dest, value in vars(args).copy().items():   # decoders, heads, critics: 16 channels at most
+        if dest.endswith("_width") and isinstance(value, int):
+            setattr(args, dest, min(value, SMOKE_WIDTH))
+    args.batch_size = min(args.batch_size, 2)
+    for dest, value in vars(args).copy().items():
+        if dest == "iters" or (dest.endswith("_iters") and isinstance(value, int)):
+            setattr(args, dest, 2)
+    if getattr(args, "eval_every", 0):
+        args.eval_every = 1          # a selection (SELECT=1) still selects
+    return args

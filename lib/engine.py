@@ -131,16 +131,33 @@ def average_grads(modules):
                 p.grad /= world
 
 
+def broadcast_modules(modules, params=True):
+    """Rank 0's parameters (unless params=False) and buffers to every process (a no-op on one),
+    as DDP's constructor does for the modules it wraps. Each rank builds its modules under its
+    own seed (seed + rank), so a module kept out of DDP would otherwise start, and stay,
+    different per rank: average_grads keeps equal gradients, not equal weights."""
+    if not torch.distributed.is_initialized():
+        return
+    with torch.no_grad():
+        for m in modules:
+            for t in [*(m.parameters() if params else ()), *m.buffers()]:
+                torch.distributed.broadcast(t, src=0)
+
+
 def prepare_model(model, args, ddp=True, find_unused=False):
-    """Move to the device, apply --channels-last / --sync-bn, wrap in DDP and --compile.
+    """Move to the device, apply --channels-last / --sync-bn, wrap in DDP and --compile; a
+    module not wrapped in DDP gets rank 0's weights (broadcast_modules).
 
     SyncBN conversion drops forward hooks: call lib.models.freeze_bn after this, not before.
     """
     model = model.to(args.device)
+    trainable = any(p.requires_grad for p in model.parameters())
+    wrap = getattr(args, "distributed", False) and ddp and trainable
+    if getattr(args, "distributed", False) and not wrap:
+        broadcast_modules([model])   # before channels_last: collectives want contiguous tensors
     if getattr(args, "channels_last", False):
         model = model.to(memory_format=torch.channels_last)
-    trainable = any(p.requires_grad for p in model.parameters())
-    if getattr(args, "distributed", False) and ddp and trainable:
+    if wrap:
         if getattr(args, "sync_bn", False):
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ids = [args.device.index] if args.device.type == "cuda" else None
@@ -205,7 +222,9 @@ def _as_tuple(x):
 
 # ----------------------------------------------------------------------------- AMP
 class Amp:
-    """--amp off|bf16|fp16: one autocast context and one GradScaler for all optimizers.
+    """--amp off|bf16|fp16: one autocast context and one GradScaler for all optimizers
+    (docs/design.md, "The engine": Precision). fp16 runs on CUDA and, slowly, on the CPU (for
+    tests); the scaler is enabled for fp16 only.
 
     Usage: with amp.autocast(): loss = ...; amp.backward(loss); amp.step([opt_g, opt_d]).
     """
@@ -213,8 +232,8 @@ class Amp:
     def __init__(self, mode, device):
         if mode not in ("off", "bf16", "fp16"):
             raise UserError(f"--amp must be off, bf16 or fp16, got {mode!r}")
-        if mode == "fp16" and device.type != "cuda":
-            raise UserError("--amp fp16 needs CUDA; use --amp bf16 on the CPU")
+        # fp16 also runs on the CPU (CPU autocast, a CPU GradScaler): slow, but it runs the
+        # scaler path of every script in the CPU tests exactly as it runs on a GPU.
         self.mode, self.device_type = mode, device.type
         self.dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
         self.scaler = torch.amp.GradScaler(device.type, enabled=mode == "fp16")
@@ -230,10 +249,19 @@ class Amp:
         self.scaler.scale(loss).backward(retain_graph=retain_graph)
 
     def step(self, optimizers):
-        """Step several optimizers with one scaler, then update the scale once."""
-        for opt in optimizers:
+        """Step several optimizers with one scaler, then update the scale once.
+
+        An optimizer none of whose parameters has a gradient this step (HeadFreeze+DA's
+        discriminators before the switch) is skipped, on every --amp path: GradScaler.step
+        refuses it ("No inf checks were recorded for this optimizer": unscale_ had nothing to
+        check), and a plain step of it would change nothing. The scale is updated only when
+        some optimizer stepped: update() needs the inf checks of at least one, and the steps
+        it judges are exactly those that were unscaled."""
+        stepped = [opt for opt in optimizers if _has_grads(opt)]
+        for opt in stepped:
             self.scaler.step(opt)
-        self.scaler.update()
+        if stepped:
+            self.scaler.update()
 
     def state_dict(self):
         return self.scaler.state_dict()
@@ -241,6 +269,11 @@ class Amp:
     def load_state_dict(self, state):
         if state:
             self.scaler.load_state_dict(state)
+
+
+def _has_grads(optimizer):
+    """Whether any parameter of the optimizer holds a gradient (set_to_none leaves None)."""
+    return any(p.grad is not None for group in optimizer.param_groups for p in group["params"])
 
 
 def poly_scheduler(optimizer, iters, power=0.9):
@@ -354,10 +387,13 @@ class InfiniteLoader:
 
 
 class _Shard(torch.utils.data.Sampler):
-    """indices rank::world without padding, so DDP evaluation counts each sample once."""
+    """indices rank::world without padding, so DDP evaluation counts each sample once. The
+    limit caps the split before it is sharded: the first `limit` samples are scored whatever the
+    number of processes (capping each shard scored `limit` per process, other samples than one
+    process scores, and metrics that changed with the process count)."""
 
     def __init__(self, size, rank, world_size, limit=None):
-        self.indices = list(range(size))[rank::world_size][:limit]
+        self.indices = list(range(size))[:limit][rank::world_size]
 
     def __iter__(self):
         return iter(self.indices)
@@ -476,7 +512,10 @@ def json_args(args):
 
 def save_checkpoint(path, *, script, iteration, args, models, optimizers=None, schedulers=None,
                     amp=None, loaders=None, model_specs=None, extra=None):
-    """The one checkpoint schema (docs/design.md, "The engine"): everything `--resume` needs, written atomically."""
+    """The one checkpoint schema (docs/design.md, "The engine"): everything `--resume` needs, written atomically.
+
+    Under DDP, a checkpoint with `loaders` (a resume point) must be saved by every rank at once
+    (it gathers each rank's RNG states); others (model.pth) may be saved by rank 0 alone."""
     state = {
         "format": CHECKPOINT_VERSION, "script": script, "iteration": iteration,
         "args": json_args(args),
@@ -488,6 +527,13 @@ def save_checkpoint(path, *, script, iteration, args, models, optimizers=None, s
         "loaders": {k: ld.state_dict() for k, ld in (loaders or {}).items()},
         "rng": rng_state(), "extra": extra or {},
     }
+    if loaders and dist.is_initialized() and dist.get_world_size() > 1:
+        # A resume point (it has data streams), which every rank writes together: each rank
+        # draws from its own RNG streams (seeded seed + rank: dropout, noise), so all of them
+        # are kept; rank 0's alone would give every rank rank 0's streams after --resume.
+        ranks = [None] * dist.get_world_size()
+        dist.all_gather_object(ranks, state["rng"])
+        state["rng_ranks"] = ranks
     if is_main():
         atomic_save(state, path)
     return path
@@ -533,7 +579,11 @@ def restore(ckpt, *, models, optimizers=None, schedulers=None, amp=None, loaders
             obj.load_state_dict(ckpt[group][name])
     if amp is not None:
         amp.load_state_dict(ckpt.get("scaler"))
-    set_rng_state(ckpt["rng"])
+    ranks = ckpt.get("rng_ranks")
+    if ranks and dist.is_initialized() and len(ranks) == dist.get_world_size():
+        set_rng_state(ranks[dist.get_rank()])        # this rank's own streams (save_checkpoint)
+    else:
+        set_rng_state(ckpt["rng"])
     return ckpt["iteration"]
 
 

@@ -6,6 +6,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from lib import engine
 from lib.engine import UserError, is_main, unwrap
 from lib.metrics import ConfusionMatrix, DepthMeter, NormalMeter
 
@@ -113,6 +114,34 @@ def resize_prediction(task, pred, size):
     return F.normalize(out, dim=1) if task == "normals" else out
 
 
+def scoring_loader(name, labels, args, role, batch_size, split="val", size=None, capped=True, **options):
+    """An evaluation loader of one dataset split, its protocol recorded in args.scoring (size,
+    resize, class map, label resolution, root, batch, cap), which every later checkpoint stores,
+    so that `evaluate.py --checkpoint` re-scores a run as the run scored itself.
+
+    options: build_dataset's (root, classes, resize, focal_ref, native_labels, ...). Labels kept
+    at their own resolution (native_labels, DADA's protocol) can differ in size from image to
+    image (Mapillary Vistas): such a split is scored one image at a time, as the official test."""
+    from lib.data import build_dataset, get_entry   # late: lib.data imports the engine
+    size = list(size or args.size)
+    data = build_dataset(name, split, size, args.data_root, length=args.proc_length,
+                         labels=labels, role=role, **options)
+    native = bool(options.get("native_labels")) and get_entry(name).folder is not None
+    batch_size = 1 if native else batch_size
+    cap = args.eval_batches if capped else None
+    record = {"dataset": name, "role": role, "split": split, "size": size, "batch_size": batch_size,
+              "max_batches": cap, "native_labels": native, "proc_length": args.proc_length,
+              **{k: options.get(k) for k in SCORING_OPTIONS}}
+    record = {k: list(v) if isinstance(v, tuple) else v for k, v in record.items()}
+    kept = [r for r in getattr(args, "scoring", None) or [] if (r["dataset"], r["role"]) != (name, role)]
+    args.scoring = kept + [record]
+    return engine.eval_loader(data, batch_size, args, cap)
+
+
+# The build_dataset options of a scoring protocol that evaluate.py re-applies (scoring_loader).
+SCORING_OPTIONS = ("root", "classes", "resize", "focal_ref")
+
+
 class Progress:
     """`[eval k/n] elapsed` on rank 0 every `every` batches (default: about ten lines) and at
     the end, so a long evaluation is not silent."""
@@ -133,6 +162,10 @@ def evaluate_model(model, loader, device, tasks, num_classes=None, min_depth=1e-
 
     on_batch(batch, preds) is called for every batch (e.g. to save predictions or panels);
     progress: print `[eval k/n]` lines (False when the caller prints its own)."""
+    # Under DDP every process scores rank 0's model (the one checkpoints hold): BatchNorm's
+    # running statistics move with each rank's own batch after DDP's last broadcast of them
+    # (and are never shared in modules kept out of DDP), so rank 1's would score other weights.
+    engine.broadcast_modules([unwrap(model)], params=False)
     was_training = model.training
     model.eval()
     scorer = Scorer(tasks, num_classes, min_depth, max_depth, device, depth_focal_of(model))

@@ -14,7 +14,8 @@ from lib import engine
 from lib.data import DATASETS, DatasetEntry, build_dataset
 
 TINY = ["--size", "32", "64", "--batch-size", "2", "--proc-length", "8", "--workers", "0",
-        "--eval-batches", "1", "--log-every", "1", "--device", "cpu", "--decoder-width", "16"]
+        "--eval-batches", "1", "--log-every", "1", "--device", "cpu", "--decoder-width", "16",
+        "--backbone", "resnet-tiny"]
 
 
 def stage1(out_dir, *extra, iters=2):
@@ -32,8 +33,8 @@ def stage2(stage1_dir, out_dir, *extra, iters=3):
 
 
 @pytest.fixture(scope="module")
-def depsem(tmp_path_factory):
-    out = tmp_path_factory.mktemp("depsem")
+def depsem(module_tmp):
+    out = module_tmp("depsem")
     metrics = stage1(out / "s1")
     return out, metrics
 
@@ -236,14 +237,12 @@ def test_real_layouts_carla_to_cityscapes(tmp_path):
     """The experiments/atdt.sh path on tiny official-layout trees: CARLA -> Cityscapes, 11
     classes, depth at CARLA's focal length, then evaluate.py on the selected model."""
     import numpy as np
-    from test_data_driving import H, W, carla_tree, cityscapes_tree, write_rgb
-    frames = ("aachen/aachen_000000_000019", "bremen/bremen_000000_000019")
-    for split in ("train", "val"):
-        carla_tree(tmp_path, split, n=2)
-        # disparity p = 6401: d = 25 px, depth = 0.25 m x 2000 px / 25 px = 20 m
-        cityscapes_tree(tmp_path, split, frames=frames, disparity=np.full((H, W), 6401))
-        for i, stem in enumerate(frames):   # other pixels than CARLA's images
-            write_rgb(tmp_path / "cityscapes" / "leftImg8bit" / split / f"{stem}_leftImg8bit.png", seed=10 + i)
+    from tests import trees
+    H, W = 8, 12
+    trees.carla(tmp_path, 2, (H, W), ("train", "val"))
+    # disparity p = 6401: d = 25 px, depth = 0.25 m x 2000 px / 25 px = 20 m
+    trees.cityscapes(tmp_path, 2, (H, W), ("train", "val"), disparity=np.full((H, W), 6401),
+                     camera=(0.25, 2000.0))
     # 8x12 files resized to 32x48 (then cropped to 32x48) so E1's features are 2x3. Real data:
     # the paper preset, but for a small backbone and edges computed here (no external maps).
     data = ["--src", "carla", "--tgt", "cityscapes", "--data-root", str(tmp_path), "--classes", "11",
@@ -272,11 +271,11 @@ def test_carla_to_cityscapes_resolves_one_class_map_before_training(tmp_path):
     end and fail in the final table; the run's one map (11, the only shared one) is fixed first,
     and a map one dataset lacks stops the run before any folder is written."""
     import numpy as np
-    from test_data_driving import H, W, carla_tree, cityscapes_tree
-    for split in ("train", "val"):
-        carla_tree(tmp_path, split, n=2)
-        cityscapes_tree(tmp_path, split, frames=("aachen/aachen_000000_000019",),
-                        disparity=np.full((H, W), 6401))
+    from tests import trees
+    H, W = 8, 12
+    trees.carla(tmp_path, 2, (H, W), ("train", "val"))
+    trees.cityscapes(tmp_path, 1, (H, W), ("train", "val"), disparity=np.full((H, W), 6401),
+                     camera=(0.25, 2000.0))
     argv = ["--src", "carla", "--tgt", "cityscapes", "--data-root", str(tmp_path), "--preset", "cpu",
             "--resize", "32", "48", "--size", "32", "48", "--batch-size", "1", "--workers", "0",
             "--device", "cpu", "--decoder-width", "16", "--iters", "1", "--task1", "semantic",

@@ -10,7 +10,7 @@ import train_dada
 from lib import engine, losses
 
 TINY = ["--size", "32", "64", "--batch-size", "2", "--proc-length", "8", "--workers", "0",
-        "--eval-batches", "1", "--log-every", "1", "--device", "cpu", "--backbone", "resnet18"]
+        "--eval-batches", "1", "--log-every", "1", "--device", "cpu", "--backbone", "resnet-tiny"]
 
 
 def run(out_dir, *extra, iters=2):

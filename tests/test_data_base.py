@@ -9,8 +9,6 @@ import argparse
 import os
 import random
 import re
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -36,6 +34,7 @@ from lib.data.procedural import camera
 from lib.edges import detect_edges
 from lib.engine import UserError
 from lib.evaluation import Scorer
+from tests import trees
 
 H, W = 8, 12
 FOCAL = 100.0                                  # Tiny's native focal length (pixels)
@@ -95,11 +94,10 @@ def write_sample(root, split, stem, seed=0, h=H, w=W):
               "depth_mm": rng.integers(0, 60000, (h, w)).astype(np.uint16)}
     n = rng.normal(size=(h, w, 3))
     arrays["normals"] = (n / np.linalg.norm(n, axis=-1, keepdims=True)).astype(np.float32)
-    for sub in ("image", "semantic", "depth", "normals"):
-        os.makedirs(os.path.join(root, sub, split), exist_ok=True)
-    Image.fromarray(arrays["image"]).save(os.path.join(root, "image", split, stem + ".png"))
-    Image.fromarray(arrays["ids"]).save(os.path.join(root, "semantic", split, stem + ".png"))
-    Image.fromarray(arrays["depth_mm"]).save(os.path.join(root, "depth", split, stem + ".png"))
+    trees.save(os.path.join(root, "image", split, stem + ".png"), arrays["image"])
+    trees.save(os.path.join(root, "semantic", split, stem + ".png"), arrays["ids"])
+    trees.save(os.path.join(root, "depth", split, stem + ".png"), arrays["depth_mm"])
+    os.makedirs(os.path.join(root, "normals", split), exist_ok=True)
     np.save(os.path.join(root, "normals", split, stem + ".npy"), arrays["normals"])
     return arrays
 
@@ -116,18 +114,6 @@ def tiny(tmp_path):
 def image_tensor(arr):
     """uint8 HxWx3 -> float 3xHxW in [0, 1], written out independently of to_tensors."""
     return torch.tensor(arr.transpose(2, 0, 1), dtype=torch.float32) / 255.0
-
-
-def write_png16_rgb(path, arr):
-    """Minimal PNG encoder for 16-bit RGB (PIL cannot write one): big-endian samples, filter 0."""
-    h, w, _ = arr.shape
-    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
-
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -291,7 +277,7 @@ def test_layout_errors(tiny, tmp_path):
 
 def test_readers_keep_bits(tmp_path):
     rgb16 = np.array([[[0, 1, 65535], [300, 40000, 256]]], dtype=np.uint16)     # 1x2x3
-    write_png16_rgb(str(tmp_path / "rgb16.png"), rgb16)
+    trees.write_png16(str(tmp_path / "rgb16.png"), rgb16)     # PIL cannot write 16-bit RGB
     out = read_png16(str(tmp_path / "rgb16.png"))
     assert out.shape == (1, 2, 3) and np.array_equal(out, rgb16.astype(np.int64))
     grey16 = np.array([[0, 1000, 65535]], dtype=np.uint16)

@@ -1,18 +1,15 @@
 """Driving datasets (cityscapes, synthia, carla, gta5, synscapes) read from tiny official trees.
 
-Each test writes the files itself into pytest's tmp_path, with the official names, bit depths
-and encodings of docs/reference.md ("Datasets"), and checks the decoded values
-against numbers worked out by hand: class indices through every class map, depth in metres,
-16-bit channels, split membership and the errors on bad input.
+Each test writes a tree into pytest's tmp_path with tests/trees.py (the official names, bit
+depths and encodings of docs/reference.md, "Datasets"), with hand-made label arrays in it, and
+checks the decoded values against numbers worked out by hand: class indices through every
+class map, depth in metres, 16-bit channels, split membership and the errors on bad input.
 """
 import json
 import os
-import struct
-import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from lib.data import build_dataset
 from lib.data.base import DataError
@@ -22,100 +19,18 @@ from lib.data.gta5 import GTA5
 from lib.data.synscapes import Synscapes
 from lib.data.synthia import Synthia
 from lib.engine import UserError
+from tests import trees
 
 H, W = 8, 12
 X = 255      # ignore
-
-# ----------------------------------------------------------------------------- file writers
-
-
-def _dirs(path):
-    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
-    return str(path)
-
-
-def write_rgb(path, h=H, w=W, seed=0):
-    arr = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    Image.fromarray(arr).save(_dirs(path))
-    return arr
-
-
-def write_gray8(path, ids, palette=False):
-    """8-bit labelIds; palette=True writes a "P" image (GTA5) whose colours differ from the ids."""
-    img = Image.fromarray(np.asarray(ids, dtype=np.uint8), "P" if palette else "L")
-    if palette:
-        img.putpalette([(3 * i + 7) % 256 for i in range(768)])
-    img.save(_dirs(path))
-
-
-def write_gray16(path, arr):
-    img = Image.fromarray(np.asarray(arr, dtype=np.uint16))
-    assert img.mode == "I;16"
-    img.save(_dirs(path))
-
-
-def write_png16(path, arr):
-    """A 16-bit PNG written by hand (PIL cannot write 16-bit RGB): grey (HxW) or RGB (HxWx3)."""
-    arr = np.asarray(arr, dtype=">u2")
-    h, w = arr.shape[:2]
-    rows = b"".join(b"\0" + arr[y].tobytes() for y in range(h))      # filter 0 per row
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2 if arr.ndim == 3 else 0, 0, 0, 0)
-    with open(_dirs(path), "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows))
-                + chunk(b"IEND", b""))
-
-
-def write_exr(path, channels, lines=16):
-    """A scan-line OpenEXR file with FLOAT channels and ZIP compression, after the OpenEXR
-    file-layout spec: header, chunk offset table, chunks of 16 lines (zlib over the two-half
-    interleaved bytes with the +128 difference predictor; raw when that does not shrink)."""
-    names = sorted(channels)
-    h, w = channels[names[0]].shape
-
-    def attr(name, kind, data):
-        return name.encode() + b"\0" + kind.encode() + b"\0" + struct.pack("<i", len(data)) + data
-
-    chlist = b"".join(n.encode() + b"\0" + struct.pack("<iB3xii", 2, 0, 1, 1) for n in names) + b"\0"
-    box = struct.pack("<4i", 0, 0, w - 1, h - 1)
-    header = (struct.pack("<ii", 20000630, 2) + attr("channels", "chlist", chlist)
-              + attr("compression", "compression", b"\x03") + attr("dataWindow", "box2i", box)
-              + attr("displayWindow", "box2i", box) + attr("lineOrder", "lineOrder", b"\0")
-              + attr("pixelAspectRatio", "float", struct.pack("<f", 1))
-              + attr("screenWindowCenter", "v2f", struct.pack("<2f", 0, 0))
-              + attr("screenWindowWidth", "float", struct.pack("<f", 1)) + b"\0")
-    chunks = []
-    for y in range(0, h, lines):
-        raw = b"".join(channels[n][r].astype("<f4").tobytes() for r in range(y, min(y + lines, h))
-                       for n in names)
-        b = np.frombuffer(raw, np.uint8).astype(np.int64)
-        t = np.concatenate([b[0::2], b[1::2]])
-        d = t.copy()
-        d[1:] = (t[1:] - t[:-1] + 128) % 256
-        data = zlib.compress(d.astype(np.uint8).tobytes())
-        data = data if len(data) < len(raw) else raw
-        chunks.append(struct.pack("<ii", y, len(data)) + data)
-    offsets, pos = [], len(header) + 8 * len(chunks)
-    for c in chunks:
-        offsets.append(pos)
-        pos += len(c)
-    with open(_dirs(path), "wb") as f:
-        f.write(header + struct.pack(f"<{len(offsets)}Q", *offsets) + b"".join(chunks))
-
-
-def write_garbage(path):
-    with open(_dirs(path), "wb") as f:
-        f.write(b"this is not an image" * 3)
 
 
 def build(name, root, split="train", labels=("semantic",), **options):
     return build_dataset(name, split, size=(H, W), data_root=str(root), labels=labels, **options)
 
 
-# ----------------------------------------------------------------------------- official trees
+# ----------------------------------------------------------------------------- hand-made labels
+# The trees come from tests/trees.py at H x W, with the label arrays below written into them.
 # Cityscapes labelIds written in row 0 of every Cityscapes-encoded label below (W = 12 values),
 # and the class index each gets, per class map, worked out from the published id lists:
 #         road sidew wall light terr sky rider car truck carav moto bicyc
@@ -137,38 +52,10 @@ def cs_label():
     return ids
 
 
-def cityscapes_tree(root, split="train", frames=("aachen/aachen_000000_000019",), camera=(0.25, 2000.0),
-                    disparity=None):
-    base = os.path.join(str(root), "cityscapes")
-    for i, stem in enumerate(frames):
-        write_rgb(os.path.join(base, "leftImg8bit", split, stem + "_leftImg8bit.png"), seed=i)
-        if split not in ("test", "train_extra"):
-            write_gray8(os.path.join(base, "gtFine", split, stem + "_gtFine_labelIds.png"), cs_label())
-        write_gray16(os.path.join(base, "disparity", split, stem + "_disparity.png"),
-                     np.full((H, W), 257) if disparity is None else disparity)
-        with open(_dirs(os.path.join(base, "camera", split, stem + "_camera.json")), "w") as f:
-            json.dump({"extrinsic": {"baseline": camera[0], "pitch": 0.0},
-                       "intrinsic": {"fx": camera[1], "fy": camera[1], "u0": W / 2, "v0": H / 2}}, f)
-    first = frames[0]
-    return (os.path.join(base, "leftImg8bit", split, first + "_leftImg8bit.png"),
-            os.path.join(base, "gtFine", split, first + "_gtFine_labelIds.png"))
-
-
-def gta5_tree(root, n=1):
-    base = os.path.join(str(root), "gta5")
-    for i in range(1, n + 1):
-        write_rgb(os.path.join(base, "images", f"{i:05d}.png"), seed=i)
-        write_gray8(os.path.join(base, "labels", f"{i:05d}.png"), cs_label(), palette=True)
-    return os.path.join(base, "images", "00001.png"), os.path.join(base, "labels", "00001.png")
-
-
-def synscapes_tree(root, n=1):
-    base = os.path.join(str(root), "synscapes", "img")
-    for i in range(1, n + 1):
-        write_rgb(os.path.join(base, "rgb", f"{i}.png"), seed=i)
-        write_gray8(os.path.join(base, "class", f"{i}.png"), cs_label())
-        np.save(_dirs(os.path.join(base, "depth", f"{i}.npy")), np.full((H, W), float(i), np.float32))
-    return os.path.join(base, "rgb", "1.png"), os.path.join(base, "class", "1.png")
+def cityscapes_tree(root, split="train", frames=("aachen/aachen_000000_000019",), disparity=None):
+    """Camera b = 0.25 m, fx = 2000 px; disparity p = 257 (d = 1 px: 500 m) unless given."""
+    return trees.cityscapes(root, frames, (H, W), (split,), labels=cs_label(), camera=(0.25, 2000.0),
+                            disparity=np.full((H, W), 257) if disparity is None else disparity)
 
 
 # SYNTHIA ids (first channel) and their 16- and 7-class indices (the SYNTHIA lists of DADA's official code).
@@ -189,18 +76,10 @@ def synthia_label():
 
 
 def synthia_tree(root, n=1, depth_channels=3, depth_cm=None):
-    base = os.path.join(str(root), "synthia")
+    """Depth 1234 cm unless given; 3 channels: [cm, 42, 7], so only the first may be read."""
     cm = np.full((H, W), 1234) if depth_cm is None else np.asarray(depth_cm)
-    for i in range(n):
-        name = f"{i:07d}.png"
-        write_rgb(os.path.join(base, "RGB", name), seed=i)
-        write_png16(os.path.join(base, "GT", "LABELS", name), synthia_label())
-        depth = os.path.join(base, "Depth", "Depth", name)
-        if depth_channels == 3:      # the official files: 3 channels, centimetres in the first
-            write_png16(depth, np.stack([cm, np.full_like(cm, 42), np.full_like(cm, 7)], -1))
-        else:
-            write_gray16(depth, cm)
-    return os.path.join(base, "RGB", "0000000.png"), os.path.join(base, "GT", "LABELS", "0000000.png")
+    depth = np.stack([cm, np.full_like(cm, 42), np.full_like(cm, 7)], -1) if depth_channels == 3 else cm
+    return trees.synthia(root, n, (H, W), labels=synthia_label(), depth=depth, depth_channels=depth_channels)
 
 
 # CARLA tags in the red channel (row 0: tags 0..11, row 1: tag 12, an unknown tag 20, and a
@@ -212,32 +91,45 @@ CARLA_EXPECTED = [[X, 9, 3, X, 4, 5, 0, 0, 1, 6, 7, 2], [8, X, 10]]
 CARLA_RGB = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (12, 34, 56), (255, 255, 254)]
 
 
-def carla_files(sem_path, depth_path):
+def carla_semantic():
     sem = np.random.default_rng(1).integers(0, 256, (H, W, 3)).astype(np.uint8)   # noise in G, B
     sem[..., 0] = 0
     sem[0, :12, 0] = CARLA_TAGS[0]
     sem[1, :3, 0] = CARLA_TAGS[1]
-    Image.fromarray(sem).save(_dirs(sem_path))
+    return sem
+
+
+def carla_depth():
     depth = np.zeros((H, W, 3), np.uint8)
     depth[..., 0] = 100
     depth[0, :6] = CARLA_RGB
     depth[1, 2] = (255, 255, 255)
-    Image.fromarray(depth).save(_dirs(depth_path))
+    return depth
 
 
 def carla_tree(root, split="train", n=1):
-    base = os.path.join(str(root), "carla", split)
-    for i in range(n):
-        name = f"{i:06d}.png"
-        write_rgb(os.path.join(base, "rgb", name), seed=i)
-        carla_files(os.path.join(base, "semantic", name), os.path.join(base, "depth", name))
-    return os.path.join(base, "rgb", "000000.png"), os.path.join(base, "semantic", "000000.png")
+    return trees.carla(root, n, (H, W), (split,), semantic=carla_semantic(), depth=carla_depth())
+
+
+def gta5_tree(root, n=1):
+    return trees.gta5(root, n, (H, W), ("train",), labels=cs_label())
+
+
+def synscapes_tree(root, n=1):
+    """Depth i metres everywhere in i.npy (ids from 1)."""
+    return trees.synscapes(root, n, (H, W), ("train",), depth_format="npy", labels=cs_label(),
+                           depth=[np.full((H, W), float(i + 1), np.float32) for i in range(n)])
 
 
 TREES = {"cityscapes": cityscapes_tree, "gta5": gta5_tree, "synscapes": synscapes_tree,
          "synthia": synthia_tree, "carla": carla_tree}
 CLASSES = {"cityscapes": Cityscapes, "gta5": GTA5, "synscapes": Synscapes, "synthia": Synthia,
            "carla": Carla}
+
+
+def first_files(tree):
+    """(image, semantic label) paths of a tree's first frame."""
+    return tree.frames[0].paths["image"], tree.frames[0].paths["semantic"]
 
 
 # ----------------------------------------------------------------------------- class maps
@@ -317,7 +209,7 @@ def test_cityscapes_camera_json_errors(tmp_path):
     with pytest.raises(DataError, match="extrinsic") as err:
         build("cityscapes", tmp_path, labels=("depth",))[0]
     assert cam in str(err.value)
-    write_garbage(cam)
+    trees.write_garbage(cam)
     with pytest.raises(DataError, match="cannot read") as err:
         build("cityscapes", tmp_path, labels=("depth",))[0]
     assert cam in str(err.value)
@@ -340,10 +232,10 @@ def test_synscapes_depth_npy_and_exr(tmp_path):
     depth = np.linspace(0.5, 60.0, 20 * W, dtype=np.float32).reshape(20, W)   # 2 ZIP chunks: 16 + 4 lines
     depth[0, :4] = [np.inf, np.nan, -1.0, 2000.0]                            # all invalid
     img = os.path.join(str(tmp_path), "synscapes", "img")
-    write_rgb(os.path.join(img, "rgb", "2.png"), h=20)
-    write_gray8(os.path.join(img, "class", "2.png"), np.zeros((20, W)))
+    trees.save(os.path.join(img, "rgb", "2.png"), trees.rgb((20, W)))
+    trees.save(os.path.join(img, "class", "2.png"), np.zeros((20, W), np.uint8))
     os.remove(os.path.join(img, "depth", "2.npy"))
-    write_exr(os.path.join(img, "depth", "2.exr"),
+    trees.write_exr(os.path.join(img, "depth", "2.exr"),
               {"Z": depth, "R": np.full((20, W), 7.0, np.float32), "A": np.ones((20, W), np.float32)})
     ds = build("synscapes", tmp_path, labels=("depth",))
     assert ds[0]["depth"].eq(1.0).all()              # 1.npy holds 1.0 m everywhere
@@ -357,7 +249,7 @@ def test_synscapes_corrupt_exr_is_named(tmp_path):
     synscapes_tree(tmp_path)
     img = os.path.join(str(tmp_path), "synscapes", "img")
     os.remove(os.path.join(img, "depth", "1.npy"))
-    write_garbage(os.path.join(img, "depth", "1.exr"))
+    trees.write_garbage(os.path.join(img, "depth", "1.exr"))
     with pytest.raises(DataError, match="1.exr"):
         build("synscapes", tmp_path, labels=("depth",))[0]
 
@@ -445,14 +337,15 @@ def test_carla_list_file_layout(tmp_path):
     carla_tree(tmp_path, "val")                      # a folder layout too: the list file wins
     lines = []
     for ep in ("episode_0002", "episode_0001"):
-        write_rgb(os.path.join(base, ep, "MyCamera_L", "000004.png"))
-        carla_files(os.path.join(base, ep, "MyCamera_L", "Semantic", "000004.png"),
-                    os.path.join(base, ep, "MyCamera_L", "Depth", "000004.png"))
+        trees.save(os.path.join(base, ep, "MyCamera_L", "000004.png"), trees.rgb((H, W)))
+        trees.save(os.path.join(base, ep, "MyCamera_L", "Semantic", "000004.png"), carla_semantic())
+        trees.save(os.path.join(base, ep, "MyCamera_L", "Depth", "000004.png"), carla_depth())
         lines.append(f"{ep}/MyCamera_L/000004.png;{ep}/MyCamera_R/000004.png;"
                      f"{ep}/MyCamera_L/Semantic/000004.png;{ep}/MyCamera_L/Depth/000004.png")
     ep = "episode_0003"                               # an absolute path inside carla/ is fine
-    write_rgb(os.path.join(base, ep, "rgb.png"))
-    carla_files(os.path.join(base, ep, "sem.png"), os.path.join(base, ep, "dep.png"))
+    trees.save(os.path.join(base, ep, "rgb.png"), trees.rgb((H, W)))
+    trees.save(os.path.join(base, ep, "sem.png"), carla_semantic())
+    trees.save(os.path.join(base, ep, "dep.png"), carla_depth())
     lines.append(f"{base}/{ep}/rgb.png;unused;{base}/{ep}/sem.png;{base}/{ep}/dep.png")
     with open(os.path.join(base, "val.txt"), "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -464,7 +357,7 @@ def test_carla_list_file_layout(tmp_path):
         assert ds[i]["semantic"][0].tolist() == CARLA_EXPECTED[0] and ds[i]["depth"][1, 2] == 0
     # A line leading outside carla/ (absolute or with '..') is refused, naming the entry.
     outside = os.path.join(str(tmp_path), "elsewhere")
-    write_rgb(os.path.join(outside, "rgb.png"))
+    trees.save(os.path.join(outside, "rgb.png"), trees.rgb((H, W)))
     for bad in (f"{outside}/rgb.png", "../elsewhere/rgb.png"):
         with open(os.path.join(base, "val.txt"), "w") as f:
             f.write(lines[0] + f"\n{bad};x;{bad};{bad}\n")
@@ -506,7 +399,7 @@ def test_missing_split_shows_the_layout(tmp_path, name):
 
 @pytest.mark.parametrize("name", sorted(TREES))
 def test_image_without_label(tmp_path, name):
-    image, label = TREES[name](tmp_path)
+    image, label = first_files(TREES[name](tmp_path))
     os.remove(label)
     with pytest.raises(DataError) as err:
         build(name, tmp_path)
@@ -516,8 +409,8 @@ def test_image_without_label(tmp_path, name):
 @pytest.mark.parametrize("name", sorted(TREES))
 @pytest.mark.parametrize("which", [0, 1])
 def test_corrupt_file_is_named(tmp_path, name, which):
-    paths = TREES[name](tmp_path)
-    write_garbage(paths[which])
+    paths = first_files(TREES[name](tmp_path))
+    trees.write_garbage(paths[which])
     ds = build(name, tmp_path)
     with pytest.raises(DataError, match="cannot read") as err:
         ds[0]
@@ -526,13 +419,13 @@ def test_corrupt_file_is_named(tmp_path, name, which):
 
 @pytest.mark.parametrize("name", sorted(TREES))
 def test_size_mismatch_names_both_files(tmp_path, name):
-    image, label = TREES[name](tmp_path)
+    image, label = first_files(TREES[name](tmp_path))
     if name == "synthia":
-        write_png16(label, np.zeros((H, W + 1, 3)))
+        trees.write_png16(label, np.zeros((H, W + 1, 3)))
     elif name == "carla":
-        Image.fromarray(np.zeros((H, W + 1, 3), np.uint8)).save(label)
+        trees.save(label, np.zeros((H, W + 1, 3), np.uint8))
     else:
-        write_gray8(label, np.zeros((H, W + 1)))
+        trees.save(label, np.zeros((H, W + 1), np.uint8))
     with pytest.raises(DataError) as err:
         build(name, tmp_path)[0]
     assert image in str(err.value) and label in str(err.value)

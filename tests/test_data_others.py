@@ -1,7 +1,8 @@
 """Real-dataset loaders: Mapillary, ISPRS, NYUv2, KITTI depth and the generic `folder` layout.
 
 Every test writes a tiny tree in the dataset's on-disk layout (exact names, bit depths and
-encodings) and checks the decoded sample against values worked out by hand from what was written.
+encodings; tests/trees.py) and checks the decoded sample against values worked out by hand
+from the arrays the test put in it.
 """
 import json
 import os
@@ -21,6 +22,7 @@ from lib.data.kitti import KittiDepth
 from lib.data.mapillary import Mapillary
 from lib.data.nyuv2 import NYUv2
 from lib.engine import cli
+from tests import trees
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import check_dataset
@@ -32,24 +34,8 @@ CLASSES = {"mapillary": Mapillary, "isprs_potsdam": IsprsPotsdam, "isprs_vaihing
            "nyuv2": NYUv2, "kitti_depth": KittiDepth, "folder": Folder}
 
 
-def _save(path, array):
-    """Write an array with PIL: uint8 HxW -> 8-bit grey, HxWx3 -> RGB, uint16 HxW -> 16-bit grey."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(np.asarray(array)).save(path)
-    return path
-
-
-def _rgb(seed, h=H, w=W):
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
 def _build(name, root, split="train", labels=(), **options):
     return build_dataset(name, split, size=(H, W), data_root=str(root), labels=labels, **options)
-
-
-def _garbage(path):
-    with open(path, "wb") as f:
-        f.write(b"not an image at all")
 
 
 # ----------------------------------------------------------------------------- all datasets
@@ -78,14 +64,9 @@ VISTAS_EXPECTED = {13: 0,   # construction--flat--road -> flat
 
 
 def _mapillary(root, v2=False):
+    """One frame per split (train aaa, val bbb) whose palette label holds VISTAS_EXPECTED's ids."""
     ids = np.array(list(VISTAS_EXPECTED) * 8)[:H * W].reshape(H, W).astype(np.uint8)
-    for folder, stem in (("training", "aaa"), ("validation", "bbb")):
-        base = root / "mapillary" / folder
-        _save(str(base / "images" / f"{stem}.jpg"), _rgb(1))
-        label = Image.fromarray(ids).convert("P")   # palette PNG: pixel value = class index
-        sub = base / "v1.2" / "labels" if v2 else base / "labels"
-        os.makedirs(sub, exist_ok=True)
-        label.save(str(sub / f"{stem}.png"))
+    trees.mapillary(root, {"train": ["aaa"], "val": ["bbb"]}, (H, W), v2=v2, labels=ids)
     return ids
 
 
@@ -107,12 +88,12 @@ def test_mapillary_seven_classes_and_splits(tmp_path, v2):
 
 def test_mapillary_image_without_label_and_corrupt_label(tmp_path):
     _mapillary(tmp_path)
-    lone = _save(str(tmp_path / "mapillary" / "training" / "images" / "zzz.jpg"), _rgb(2))
+    lone = trees.save(str(tmp_path / "mapillary" / "training" / "images" / "zzz.jpg"), trees.rgb((H, W), 2))
     with pytest.raises(DataError, match="zzz.jpg.*labels/zzz.png"):
         _build("mapillary", tmp_path, "train", ("semantic",))
     os.remove(lone)
     label = str(tmp_path / "mapillary" / "validation" / "labels" / "bbb.png")
-    _garbage(label)
+    trees.write_garbage(label)
     with pytest.raises(DataError, match="cannot read .*validation/labels/bbb.png"):
         _build("mapillary", tmp_path, "val", ("semantic",))[0]
 
@@ -148,12 +129,10 @@ def _colour_label(h, w, seed):
 
 
 def _vaihingen_tile(root, n, h=20, w=24, seed=0):
-    base = root / "isprs_vaihingen"
-    image, label = _rgb(seed, h, w), _colour_label(h, w, seed)
+    image, label = trees.rgb((h, w), seed), _colour_label(h, w, seed)
     height = (np.arange(h * w).reshape(h, w) * 7 % 190 + 10).astype(np.uint8)   # 10..199, lossless BMP
-    _save(str(base / "top" / f"top_mosaic_09cm_area{n}.tif"), image)
-    _save(str(base / "gts_for_participants" / f"top_mosaic_09cm_area{n}.tif"), label)
-    _save(str(base / "ndsm" / f"ndsm_09cm_matching_area{n}.bmp"), height)
+    trees.isprs_tiles(root, "isprs_vaihingen", (str(n),), (h, w), participants=True, image=image,
+                      label=label, height=height)
     return image, label, height
 
 
@@ -187,13 +166,11 @@ def test_vaihingen_patches_decode_to_the_tile(tmp_path):
 def test_potsdam_resized_to_9cm_with_zero_padded_ndsm_name(tmp_path):
     base = tmp_path / "isprs_potsdam"
     n = 36
-    for tile, split_seed in (("2_10", 0), ("2_13", 1)):     # a train and a test tile
-        a, b = tile.split("_")
-        _save(str(base / "3_Ortho_IRRG" / f"top_potsdam_{tile}_IRRG.tif"), _rgb(split_seed, n, n))
-        _save(str(base / "5_Labels_all" / f"top_potsdam_{tile}_label.tif"), _colour_label(n, n, split_seed))
-        ramp = np.tile(np.linspace(20, 220, n), (n, 1)).astype(np.uint8)
-        ndsm = f"dsm_potsdam_{int(a):02d}_{int(b):02d}_normalized_lastools.jpg"   # 02_10: zero-padded
-        _save(str(base / "1_DSM_normalisation" / ndsm), ramp)
+    ramp = np.tile(np.linspace(20, 220, n), (n, 1)).astype(np.uint8)
+    tiles = trees.isprs_tiles(tmp_path, "isprs_potsdam", ("2_10", "2_13"), (n, n), height=ramp,   # train, test
+                              label=[_colour_label(n, n, 0), _colour_label(n, n, 1)])
+    assert tiles.frames[0].paths["height"] == str(base / "1_DSM_normalisation" /
+                                                  "dsm_potsdam_02_10_normalized_lastools.jpg")   # zero-padded
     _prepare(tmp_path, "isprs_potsdam", "--tiles", "2_10", "2_13")
     info = json.loads((base / "patches" / "info.json").read_text())
     assert info["bands"] == "IRRG" and abs(info["scale"] - 5 / 9) < 1e-12
@@ -224,11 +201,11 @@ def test_isprs_bad_inputs(tmp_path):
     os.remove(patch / "label" / "area1_00000_00000.png")
     with pytest.raises(DataError, match="area1_00000_00000.png.*label/area1_00000_00000.png"):
         _build("isprs_vaihingen", tmp_path, "train", ("semantic",))
-    _save(str(patch / "label" / "area1_00000_00000.png"), _colour_label(6, 8, 0))   # wrong size
+    trees.save(str(patch / "label" / "area1_00000_00000.png"), _colour_label(6, 8, 0))   # wrong size
     with pytest.raises(DataError, match=r"label/area1_00000_00000.png: semantic is 6x8 but its image "
                                         r".*image/area1_00000_00000.png is 8x8"):
         _build("isprs_vaihingen", tmp_path, "train", ("semantic",))[0]
-    _garbage(patch / "ndsm" / "area1_00000_00000.png")
+    trees.write_garbage(patch / "ndsm" / "area1_00000_00000.png")
     with pytest.raises(DataError, match="ndsm/area1_00000_00000.png"):
         _build("isprs_vaihingen", tmp_path, "train", ("depth",))[0]
 
@@ -241,16 +218,12 @@ NYU_EXPECTED = {1: (0, 11), 2: (1, 4), 4: (3, 0), 25: (24, 10), 40: (39, 6), 23:
                 3: (2, 5), 0: (IGNORE, IGNORE), 41: (IGNORE, IGNORE), 200: (IGNORE, IGNORE)}
 
 
-def _nyu(root, split="train", index=1, normals=None):
-    base = root / "nyuv2" / split
-    stem = f"{index:05d}.png"
+def _nyu(root, split="train", index=1, normals=False):
+    """Frame `index` of `split` with NYU_EXPECTED's ids and millimetres up to 16 bits;
+    normals: False (no normals/ folder) or encoded uint8 RGB."""
     ids = np.array(list(NYU_EXPECTED) * 9)[:H * W].reshape(H, W).astype(np.uint8)
     mm = (np.arange(H * W).reshape(H, W) * 601 % 65536).astype(np.uint16)   # up to 16 bits
-    _save(str(base / "image" / stem), _rgb(index))
-    _save(str(base / "depth" / stem), mm)
-    _save(str(base / "label40" / stem), ids)
-    if normals is not None:
-        _save(str(base / "normals" / stem), normals)
+    trees.nyuv2(root, [index], (H, W), (split,), normals=normals, depth=mm, label40=ids)
     return ids, mm
 
 
@@ -296,7 +269,7 @@ def test_nyuv2_missing_label_and_size_mismatch(tmp_path):
     os.remove(tmp_path / "nyuv2" / "train" / "label40" / "00001.png")
     with pytest.raises(DataError, match="image/00001.png.*label40/00001.png"):
         _build("nyuv2", tmp_path, "train", ("semantic",))
-    _save(str(tmp_path / "nyuv2" / "train" / "label40" / "00001.png"), np.zeros((H, W + 1), np.uint8))
+    trees.save(str(tmp_path / "nyuv2" / "train" / "label40" / "00001.png"), np.zeros((H, W + 1), np.uint8))
     with pytest.raises(DataError, match=f"label40/00001.png: semantic is {H}x{W + 1} but its image .*"
                                         f"image/00001.png is {H}x{W}"):
         _build("nyuv2", tmp_path, "train", ("semantic",))[0]
@@ -408,14 +381,11 @@ DRIVE2 = "2011_09_29_drive_0004_sync"
 
 
 def _kitti_frame(root, split, drive, frame, h, w, camera="image_02", gt=True):
-    base = root / "kitti_depth"
     image = np.zeros((h, w, 3), np.uint8)
     image[..., 0] = (np.arange(w) % 256)[None]       # column index: shows the crop offset
     image[..., 1] = (np.arange(h) % 256)[:, None]    # row index
-    _save(str(base / "raw" / drive[:10] / drive / camera / "data" / f"{frame}.png"), image)
     depth = (np.arange(h)[:, None] * 131 + np.arange(w)[None] * 3).astype(np.uint16)   # > 8 bits
-    if gt:
-        _save(str(base / split / drive / "proj_depth" / "groundtruth" / camera / f"{frame}.png"), depth)
+    trees.kitti_frame(root, split, drive, frame, (h, w), camera, gt, image=image, depth=depth)
     return image, depth
 
 
@@ -464,7 +434,7 @@ def test_kitti_eigen_lists(tmp_path):
 def test_kitti_missing_image_and_size_mismatch(tmp_path):
     _kitti_frame(tmp_path, "train", DRIVE, "0000000005", 375, 1242)
     image = tmp_path / "kitti_depth" / "raw" / "2011_09_26" / DRIVE / "image_02" / "data" / "0000000005.png"
-    _save(str(image), np.zeros((376, 1241, 3), np.uint8))
+    trees.save(str(image), np.zeros((376, 1241, 3), np.uint8))
     with pytest.raises(DataError, match=r"groundtruth/image_02/0000000005.png: depth is 375x1242 but its "
                                         r"image .*data/0000000005.png is 376x1241"):
         _build("kitti_depth", tmp_path, "train", ("depth",))[0]
@@ -474,23 +444,22 @@ def test_kitti_missing_image_and_size_mismatch(tmp_path):
 
 
 # ----------------------------------------------------------------------------- folder
-def _folder(root, config=None):
+def _folder(root):
+    """train/x.png and val/z.png with the same semantic ids and 16-bit depth (3 classes, void
+    250, depth_scale 100, focal 500), plus train/sub/y.jpg: a JPEG in a sub-folder whose depth
+    is a float .npy with NaN, negative and infinite values."""
     base = root / "folder"
-    os.makedirs(base, exist_ok=True)
-    cfg = {"classes": ["a", "b", "c"], "ignore_index": 250, "depth_scale": 100.0, "focal": 500.0}
-    (base / "dataset.json").write_text(json.dumps(cfg if config is None else config))
     ids = np.array([0, 1, 2, 250, 7] * 20)[:H * W].reshape(H, W).astype(np.uint8)
     depth = (np.arange(H * W).reshape(H, W) * 500).astype(np.uint16)
-    _save(str(base / "train" / "images" / "x.png"), _rgb(0))
-    _save(str(base / "train" / "images" / "sub" / "y.jpg"), _rgb(1))
-    for stem in ("x", "sub/y"):
-        _save(str(base / "train" / "semantic" / f"{stem}.png"), ids)
-    _save(str(base / "train" / "depth" / "x.png"), depth)
+    trees.folder(root, frames={"train": ["x"], "val": ["z"]}, size=(H, W), labels=("semantic", "depth"),
+                 classes=["a", "b", "c"], ignore_index=250, depth_scale=100.0, focal=500.0, semantic=ids,
+                 depth=depth)
+    trees.save(str(base / "train" / "images" / "sub" / "y.jpg"), trees.rgb((H, W), 1))
+    trees.save(str(base / "train" / "semantic" / "sub" / "y.png"), ids)
     npy = np.full((H, W), 3.5, np.float32)
     npy[0, :3] = (np.nan, -1.0, np.inf)
     os.makedirs(base / "train" / "depth" / "sub")
     np.save(base / "train" / "depth" / "sub" / "y.npy", npy)
-    _save(str(base / "val" / "images" / "z.png"), _rgb(2))
     return ids, depth, npy
 
 
@@ -518,14 +487,14 @@ def test_folder_normals_and_edges(tmp_path):
     v = np.full((H, W, 3), 128, np.uint8)
     v[..., 2] = 0                                    # (0.0039, 0.0039, -1) -> about (0, 0, -1)
     v[0, 0] = 0                                      # invalid
-    _save(str(base / "normals" / "x.png"), v)
+    trees.save(str(base / "normals" / "x.png"), v)
     chw = np.zeros((3, H, W), np.float32)
     chw[1] = -2.0                                    # not unit: renormalised to (0, -1, 0)
     os.makedirs(base / "normals" / "sub")
     np.save(base / "normals" / "sub" / "y.npy", chw)
     edges = (np.arange(H * W).reshape(H, W) % 256).astype(np.uint8)
     for stem in ("x", "sub/y"):
-        _save(str(base / "edges" / f"{stem}.png"), edges)
+        trees.save(str(base / "edges" / f"{stem}.png"), edges)
     ds = _build("folder", tmp_path, "train", ("normals", "edges"))
     x, y = ds[1], ds[0]
     assert torch.all(x["normals"][:, 0, 0] == 0)
@@ -541,8 +510,8 @@ def test_folder_bad_inputs(tmp_path):
     os.remove(tmp_path / "folder" / "train" / "semantic" / "sub" / "y.png")
     with pytest.raises(DataError, match="images/sub/y.jpg: its semantic file .*semantic/sub/y.png"):
         _build("folder", tmp_path, "train", ("semantic",))
-    _garbage(tmp_path / "folder" / "train" / "semantic" / "x.png")
-    _save(str(tmp_path / "folder" / "train" / "semantic" / "sub" / "y.png"), np.zeros((H, W), np.uint8))
+    trees.write_garbage(tmp_path / "folder" / "train" / "semantic" / "x.png")
+    trees.save(str(tmp_path / "folder" / "train" / "semantic" / "sub" / "y.png"), np.zeros((H, W), np.uint8))
     with pytest.raises(DataError, match="cannot read .*semantic/x.png"):
         _build("folder", tmp_path, "train", ("semantic",))[1]
     cfg = tmp_path / "folder" / "dataset.json"
@@ -566,8 +535,7 @@ def test_train_supervised_takes_the_folder_class_list(tmp_path):
     import sys
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
     import train_supervised
-    ids, _, _ = _folder(tmp_path)
-    _save(str(tmp_path / "folder" / "val" / "semantic" / "z.png"), ids)
+    _folder(tmp_path)                                # val/z has the same labels as train/x
     root = str(tmp_path / "folder")
     args = train_supervised.get_args_parser().parse_args(
         ["--src", "folder", "--tgt", "folder", "--src-root", root, "--tgt-root", root, "--tasks",

@@ -25,6 +25,7 @@ from lib.data.base import (
 )
 from lib import engine
 from lib.edges import detect_edges
+from tests import trees
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 import check_dataset
@@ -88,9 +89,7 @@ def _write(root, split, stem, seed):
     arrays["depth_mm"][0, 0] = 0                      # one invalid pixel per image
     files = (("images", "_img", "image"), ("labels", "_ids", "ids"), ("depth", "_mm", "depth_mm"))
     for sub, suffix, key in files:
-        path = os.path.join(root, sub, split, stem + suffix + ".png")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        Image.fromarray(arrays[key]).save(path)
+        trees.save(os.path.join(root, sub, split, stem + suffix + ".png"), arrays[key])
     return arrays
 
 
@@ -304,29 +303,17 @@ def cs_ids():
 @pytest.fixture
 def cityscapes(tmp_path):
     """(DATA_ROOT, cityscapes root) of a semantic-only download (gtFine/test as placeholders)."""
-    base = tmp_path / "data" / "cityscapes"
-    for split, stems in CS_FRAMES.items():
-        for i, stem in enumerate(stems):
-            image = base / "leftImg8bit" / split / f"{stem}_leftImg8bit.png"
-            label = base / "gtFine" / split / f"{stem}_gtFine_labelIds.png"
-            for path in (image, label):
-                path.parent.mkdir(parents=True, exist_ok=True)
-            rgb = np.random.default_rng(i).integers(0, 256, (CS_H, CS_W, 3), dtype=np.uint8)
-            Image.fromarray(rgb).save(image)
-            Image.fromarray(cs_ids()).save(label)
-    return str(tmp_path / "data"), str(base)
+    tree = trees.cityscapes(tmp_path / "data", CS_FRAMES, (CS_H, CS_W), tuple(CS_FRAMES), depth=False,
+                            labels=cs_ids())
+    return str(tmp_path / "data"), tree.root
 
 
 def write_depth_files(root, split, stem):
-    """A disparity PNG (p = 257: d = 1 px) and a camera json (b = 0.5 m, fx = 1000 px): 500 m."""
-    disparity = os.path.join(root, "disparity", split, stem + "_disparity.png")
-    camera = os.path.join(root, "camera", split, stem + "_camera.json")
-    for path in (disparity, camera):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(np.full((CS_H, CS_W), 257, np.uint16)).save(disparity)
-    with open(camera, "w") as f:
-        json.dump({"extrinsic": {"baseline": 0.5}, "intrinsic": {"fx": 1000.0}}, f)
-    return disparity
+    """The frame again, now with a disparity PNG (p = 257: d = 1 px) and a camera json
+    (b = 0.5 m, fx = 1000 px): 500 m."""
+    tree = trees.cityscapes(os.path.dirname(root), {split: [stem]}, (CS_H, CS_W), (split,), labels=cs_ids(),
+                            disparity=np.full((CS_H, CS_W), 257), camera=(0.5, 1000.0))
+    return tree.frames[0].paths["depth"]
 
 
 def check_cs(data_root, capsys, tmp_path, *extra):

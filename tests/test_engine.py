@@ -111,9 +111,81 @@ def test_bf16_autocast_on_cpu():
     assert not torch.equal(before, lin.weight)
 
 
-def test_fp16_on_cpu_is_refused_with_advice():
-    with pytest.raises(engine.UserError, match="bf16"):
-        engine.Amp("fp16", torch.device("cpu"))
+def test_fp16_on_cpu_autocasts_and_steps_through_the_scaler():
+    """fp16 runs on the CPU (slowly, for tests): fp16 autocast and an enabled CPU GradScaler, so
+    the gradients are scaled and the step unscales them, as on a GPU."""
+    amp = engine.Amp("fp16", torch.device("cpu"))
+    assert amp.scaler.is_enabled() and amp.scaler.get_scale() == 2.0 ** 16
+    lin = torch.nn.Linear(4, 1, bias=False)
+    x = torch.randn(8, 4)
+    with amp.autocast():
+        y = lin(x)
+    assert y.dtype == torch.float16
+    amp.backward(y.float().mean())
+    grad = x.mean(0, keepdim=True)                 # d mean(x w) / d w
+    torch.testing.assert_close(lin.weight.grad, grad * 2.0 ** 16, rtol=1e-2, atol=0)
+    before = lin.weight.detach().clone()
+    amp.step([torch.optim.SGD(lin.parameters(), lr=0.1)])
+    torch.testing.assert_close(lin.weight.detach(), before - 0.1 * grad, rtol=1e-2, atol=1e-3)
+    state = amp.state_dict()
+    assert state["scale"] == 2.0 ** 16 and state["_growth_tracker"] == 1   # one clean step
+
+
+# Small inputs and losses: the fp16 gradients, scaled by 2^16, stay below fp16's 65504 (a bias's
+# gradient is the scale times d loss / d output: at 1, 2^16 would already be inf).
+X = torch.full((2, 3), 0.25)
+
+
+def _two_optimizers(mode):
+    """A used and an unused Linear, each with its own optimizer whose step() is counted."""
+    used, unused = torch.nn.Linear(3, 1), torch.nn.Linear(3, 1)
+    opts = [torch.optim.Adam(m.parameters(), lr=0.1) for m in (used, unused)]
+    calls = []
+    for name, opt in zip(("used", "unused"), opts):
+        real = opt.step
+        opt.step = lambda *a, _real=real, _name=name, **k: (calls.append(_name), _real(*a, **k))[1]
+    amp = engine.Amp(mode, torch.device("cpu"))
+    return amp, used, unused, opts, calls
+
+
+@pytest.mark.parametrize("mode", ["off", "bf16", "fp16"])
+def test_step_skips_an_optimizer_without_gradients_on_every_path(mode):
+    """HeadFreeze+DA before its switch: the discriminators' optimizers have no gradient. The
+    scaler refused them ("No inf checks were recorded for this optimizer"); now every --amp
+    path leaves them out, steps the others and updates the scale once."""
+    amp, used, unused, opts, calls = _two_optimizers(mode)
+    before = unused.weight.detach().clone()
+    with amp.autocast():
+        loss = used(X).float().mean() / 4
+    amp.backward(loss)
+    amp.step(opts)
+    assert calls == ["used"] and torch.equal(unused.weight, before)
+    assert all(p.grad is None for p in unused.parameters())
+    if mode == "fp16":
+        assert amp.state_dict()["_growth_tracker"] == 1   # update() ran once, after the used one
+
+
+@pytest.mark.parametrize("mode", ["off", "fp16"])
+def test_step_without_any_gradient_steps_nothing_and_keeps_the_scale(mode):
+    """No optimizer has a gradient: nothing steps, and the scale is not updated (update() has
+    no inf check to judge and would raise)."""
+    amp, _, _, opts, calls = _two_optimizers(mode)
+    state = amp.state_dict()
+    amp.step(opts)
+    assert calls == [] and amp.state_dict() == state
+
+
+def test_fp16_overflow_skips_that_step_and_halves_the_scale():
+    """One scale for all optimizers: an inf gradient skips its optimizer's step and halves the
+    scale for the next iteration."""
+    amp, used, unused, opts, calls = _two_optimizers("fp16")
+    with amp.autocast():
+        amp.backward((used(X).float().mean() + unused(X).float().mean()) / 4)
+    unused.weight.grad[0, 0] = float("inf")
+    before = unused.weight.detach().clone()
+    amp.step(opts)
+    assert calls == ["used"] and torch.equal(unused.weight, before)
+    assert amp.scaler.get_scale() == 2.0 ** 15
 
 
 def test_check_finite_names_step_terms_and_batch():

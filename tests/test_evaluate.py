@@ -8,7 +8,6 @@ networks saved as real checkpoints, so every run takes well under a second.
 import argparse
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -20,8 +19,9 @@ from lib import engine, vis
 from lib.data import build_dataset
 from lib.data.labels import CITYSCAPES_TO, CLASS_NAMES, TRAINID_TO_LABELID_19
 from lib.models import MODELS, model_spec
-from test_data_driving import H, W, cityscapes_tree, write_gray8
+from tests import trees
 
+H, W = 8, 12
 FRAMES = ("frankfurt/frankfurt_000000_000294", "munster/munster_000001_000019")
 # labelId -> 19-class trainId for the ids used below, from the Cityscapes label table by hand;
 # every other id is void (ignored in the ground truth, a miss when predicted).
@@ -43,15 +43,12 @@ def strict_load(path):
 
 
 # ----------------------------------------------------------------------------- Cityscapes helpers
-def cs_val(root, seed=0, gt=None):
-    """A Cityscapes val tree of FRAMES with random labelIds; returns {stem: gt labelIds}."""
-    cityscapes_tree(root, "val", frames=FRAMES)
+def cs_val(root, seed=0, gt=None, **options):
+    """A Cityscapes val tree of FRAMES with random labelIds of GT_IDS (or `gt` everywhere);
+    returns {stem: gt labelIds}. options: of trees.cityscapes (depth=False, disparity=...)."""
     rng = np.random.default_rng(seed)
-    out = {}
-    for stem in FRAMES:
-        ids = rng.choice(GT_IDS, size=(H, W)) if gt is None else gt
-        write_gray8(os.path.join(root, "cityscapes", "gtFine", "val", stem + "_gtFine_labelIds.png"), ids)
-        out[stem] = ids
+    out = {stem: rng.choice(GT_IDS, size=(H, W)) if gt is None else gt for stem in FRAMES}
+    trees.cityscapes(root, FRAMES, (H, W), ("val",), labels=[out[stem] for stem in FRAMES], **options)
     return out
 
 
@@ -78,7 +75,9 @@ def cityscapes_scripts_iou(gts, preds):
 
 
 def write_ids(path, ids, palette=False):
-    write_gray8(path, ids, palette=palette)
+    """A prediction PNG of 8-bit ids: grey, or a palette image whose index is the id."""
+    ids = np.asarray(ids, dtype=np.uint8)
+    (trees.save_palette if palette else trees.save)(path, ids)
 
 
 LAYOUTS = {
@@ -240,9 +239,7 @@ def test_rescoring_uses_the_runs_settings_and_one_folder_per_checkpoint(fixed_ck
 
 
 def test_semantic_model_on_a_download_without_disparity(fixed_ckpt, tmp_path, capsys):
-    gts = cs_val(tmp_path)
-    for folder in ("disparity", "camera"):
-        shutil.rmtree(tmp_path / "cityscapes" / folder)
+    gts = cs_val(tmp_path, depth=False)                 # leftImg8bit + gtFine only
     ckpt = fixed_ckpt(tmp_path / "run" / "checkpoint.pth", {"tgt": "cityscapes"},
                       tasks=["semantic", "depth"], classes=19, cls=0)
     m = run_eval("--checkpoint", ckpt, "--data-root", tmp_path, "--device", "cpu", "--print-every", "1",
@@ -383,7 +380,7 @@ def test_void_aware_confusion_by_hand():
 
 def test_cityscapes_test_split_predictions_for_the_benchmark(fixed_ckpt, tmp_path, capsys):
     """No public test labels: nothing to score, but labelId PNGs can be written for submission."""
-    cityscapes_tree(tmp_path, "test", frames=FRAMES)
+    trees.cityscapes(tmp_path, FRAMES, (H, W), ("test",))
     ckpt = fixed_ckpt(tmp_path / "run" / "checkpoint.pth", {"tgt": "cityscapes"}, classes=19, cls=13)
     common = ["--checkpoint", ckpt, "--data-root", tmp_path, "--split", "test", "--device", "cpu"]
     with pytest.raises(engine.UserError, match="nothing to score"):
@@ -407,9 +404,7 @@ def test_cityscapes_test_split_predictions_for_the_benchmark(fixed_ckpt, tmp_pat
 def test_bad_prediction_files_are_one_line_errors(tmp_path, task, write, message):
     """A corrupt PNG, ids out of range, an object .npy, a 3-D depth array or NaN depth: one
     line naming the file, and nothing lands in metrics.json."""
-    cs_val(tmp_path)
-    from test_data_driving import cityscapes_tree as tree
-    tree(tmp_path, "val", frames=FRAMES, disparity=np.full((H, W), 6401))
+    cs_val(tmp_path, disparity=np.full((H, W), 6401))
     for stem in FRAMES:
         os.makedirs(tmp_path / "p", exist_ok=True)
         write(str(tmp_path / "p" / os.path.basename(stem)))

@@ -25,8 +25,8 @@ def run_check(out, **env):
 
 
 @pytest.fixture(scope="module")
-def dry(tmp_path_factory):
-    out = tmp_path_factory.mktemp("gpu_check")
+def dry(module_tmp):
+    out = module_tmp("gpu_check")
     return out, run_check(out)
 
 
@@ -40,7 +40,7 @@ def test_dry_run_writes_every_part(dry):
         r = json.loads((out / f"{part}.json").read_text())
         stage = part.split("_")[0]
         s = r[stage]
-        assert r["backbone"] == "resnet18" and r["size"] == [64, 64] and r["device"] == "cpu"
+        assert r["backbone"] == "resnet-tiny" and r["size"] == [64, 64] and r["device"] == "cpu"
         assert r["amp"] == ("off" if "fp32" in part else "bf16")
         assert r["channels_last"] == part.endswith("_cl") and r["compile"] is False
         assert s["step_ms"] == pytest.approx(s["forward_ms"] + s["backward_ms"] + s["optimizer_ms"])

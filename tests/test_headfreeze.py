@@ -9,14 +9,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import train_headfreeze as hf
 from lib import engine, losses
 from lib.models.headfreeze import HeadFreezeNet
+from tests import trees
 
 TINY = ["--size", "32", "64", "--batch-size", "2", "--proc-length", "8", "--workers", "0",
-        "--eval-batches", "1", "--log-every", "1", "--device", "cpu", "--backbone", "resnet18",
+        "--eval-batches", "1", "--log-every", "1", "--device", "cpu", "--backbone", "resnet-tiny",
         "--fpn-width", "16"]
 
 
@@ -180,6 +180,7 @@ class _Recorder:
 
     def __init__(self, params):
         self.params, self.grads = list(params), None
+        self.param_groups = [{"params": self.params}]   # what Amp.step reads to skip gradient-less ones
 
     def zero_grad(self, set_to_none=True):
         for p in self.params:
@@ -241,30 +242,19 @@ def test_one_line_errors(tmp_path, flags, message):
     assert not (tmp_path / "args.json").exists()
 
 
-def _face_tree(root, k=3, size=(24, 40)):
-    """A `folder` tree with normals, keypoint heatmaps and keypoint depths (README layout)."""
-    rng = np.random.default_rng(0)
-    h, w = size
-    for split in ("train", "val"):
-        for sub in ("images", "normals", "keypoints", "keypoint_depth"):
-            (root / split / sub).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / split / "images" / f"{i}.png")
-            n = rng.normal(size=(h, w, 3))
-            n[..., 2] = -abs(n[..., 2]) - 0.5
-            n /= np.linalg.norm(n, axis=-1, keepdims=True)
-            n[:4] = 0                                             # outside the face: invalid
-            np.save(root / split / "normals" / f"{i}.npy", n.astype(np.float32))
-            heat = np.zeros((k, h, w), np.float32)
-            for j in range(k):
-                heat[j, 5 + 3 * j, 10 + 5 * j] = 1.0
-            np.save(root / split / "keypoints" / f"{i}.npy", heat)
-            np.save(root / split / "keypoint_depth" / f"{i}.npy", np.arange(k, dtype=np.float32) + i)
+def _face_tree(root, name, k=3, size=(24, 40)):
+    """A `folder` tree of faces (tests/trees.py: normals 0 outside the face mask), with hand
+    keypoints: heatmap j is 1 at (5 + 3j, 10 + 5j) only, and frame i's depths are i .. i + k - 1."""
+    heat = np.zeros((k, *size), np.float32)
+    for j in range(k):
+        heat[j, 5 + 3 * j, 10 + 5 * j] = 1.0
+    trees.folder(root, name, frames=3, size=size, labels=("normals",), normals_format="npy", mask=True,
+                 keypoints=heat, keypoint_depth=[np.arange(k, dtype=np.float32) + i for i in range(3)])
 
 
 def test_keypoint_anchor_reads_heatmaps_and_depths_from_the_folder_layout(tmp_path):
-    _face_tree(tmp_path / "syn")
-    _face_tree(tmp_path / "real")
+    _face_tree(tmp_path, "syn")
+    _face_tree(tmp_path, "real")
     from lib.data import build_dataset
     data = build_dataset("folder", "train", (12, 20), root=str(tmp_path / "syn"), labels=["normals"],
                          train=True, resize=(12, 20), keypoints=True, keypoint_depth=True)

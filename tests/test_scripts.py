@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import train_supervised  # noqa: E402
 
 TINY = ["--size", "32", "64", "--batch-size", "2", "--proc-length", "8", "--workers", "0",
-        "--eval-batches", "1", "--log-every", "1", "--device", "cpu"]
+        "--eval-batches", "1", "--log-every", "1", "--device", "cpu", "--backbone", "resnet-tiny"]
 
 
 def run_train(out_dir, *extra):
@@ -53,8 +53,8 @@ def test_bf16_training_on_cpu(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
+def trained(module_tmp):
+    out = module_tmp("run")
     run_train(out, "--tasks", "semantic", "depth", "normals")
     return out
 

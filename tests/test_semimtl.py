@@ -16,7 +16,7 @@ from lib.args import apply_preset
 from lib.models.semimtl import CITYSCAPES_BASELINE_FOCAL, DomainDiscriminator, PSPHead, SemiMtlNet, depth_target
 
 TINY = ["--size", "32", "64", "--batch-size", "2", "--proc-length", "8", "--workers", "0",
-        "--eval-batches", "1", "--log-every", "1", "--device", "cpu", "--backbone", "resnet18",
+        "--eval-batches", "1", "--log-every", "1", "--device", "cpu", "--backbone", "resnet-tiny",
         "--decoder-width", "32", "--d-width", "8"]
 
 

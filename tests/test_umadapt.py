@@ -11,7 +11,7 @@ from lib import engine
 from lib.models.umadapt import UMAdaptNet, unpool2x
 
 TINY = ["--size", "32", "64", "--batch-size", "2", "--proc-length", "8", "--workers", "0",
-        "--eval-batches", "1", "--log-every", "1", "--device", "cpu", "--backbone", "resnet18",
+        "--eval-batches", "1", "--log-every", "1", "--device", "cpu", "--backbone", "resnet-tiny",
         "--decoder-width", "16", "--transfer-width", "8", "--class-weight-images", "4"]
 
 
@@ -25,9 +25,9 @@ def models(run_dir, folder):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(module_tmp):
     """One run folder: transfer, base, ccr, then every adaptation variant (2 iterations each)."""
-    d = tmp_path_factory.mktemp("umadapt")
+    d = module_tmp("umadapt")
     run(d, "--stage", "all", "--variant", "noadv")
     for variant in ("b", "noadv1", "adv", "s", "stats"):
         run(d, "--stage", "adapt", "--variant", variant)
@@ -197,6 +197,7 @@ def test_errors_before_training(tmp_path):
         run(tmp_path, "--stage", "all", "--target-through-bn")
     with pytest.raises(engine.UserError, match="run --stage base first"):
         run(tmp_path, "--stage", "ccr")
+    assert not (tmp_path / "class_weights.json").exists()     # stopped before writing anything
 
 
 def test_paper_presets_pick_indoor_or_outdoor_from_the_target():

@@ -432,7 +432,8 @@ def bench_ckpt2(args):
     import tempfile
     import train_transfer
     from lib.models import AtdtNet
-    ch = 2048 if args.backbone in ("resnet50", "resnet101") else 512
+    from lib.models.backbones import ResNetBackbone
+    ch = ResNetBackbone(args.backbone).channels["layer4"]
     atdt = AtdtNet({"backbone": args.backbone, "tasks": {"depth": 1}},
                    {"backbone": args.backbone, "tasks": {"semantic": 11}},
                    {"in_channels": ch, "out_channels": ch, "final_relu": True})

@@ -34,7 +34,7 @@ FAILED=0
 if [[ $DRY == 1 ]]; then
     # Paper shapes shrunk to seconds on a CPU; compile is skipped (minutes on a CPU). One
     # thread: on a busy CPU, OpenMP threads waiting on each other make tiny steps 50x slower.
-    COMMON=(--device cpu --backbone resnet18 --size 64 64 --warmup 0 --steps 1 --workers 0 --threads 1)
+    COMMON=(--device cpu --backbone resnet-tiny --size 64 64 --warmup 0 --steps 1 --workers 0 --threads 1)
     S1=(--batch-size 1 --decoder-width 16)
     S2=(--batch-size 1)
     DADA=(--tgt-size 64 64 --batch-size 1)

@@ -1,8 +1,9 @@
 """Summarise metrics.json files of several runs as mean ± std over seeds.
 
 One row per configuration: runs that differ only by seed are grouped. By default a run's
-group is its folder path with a trailing ``_seed<N>``, ``-seed<N>`` or ``-s<N>`` removed, so
-runs/atdt_seed0 and runs/atdt_seed1 form the group runs/atdt. Nested metrics are flattened
+group is its folder path with a ``_seed<N>``, ``-seed<N>`` or ``-s<N>`` ending any of its
+folder names removed, so runs/atdt_seed0 and runs/atdt_seed1 form the group runs/atdt, and
+runs/nyu_seed0/base and runs/nyu_seed1/base the group runs/nyu/base. Nested metrics are flattened
 as ``a.b``; non-numeric values (and null) are skipped, and so are lists and ``per_class``
 entries unless --per-class is given, which names each per-class IoU after its class
 (``target.atdt.per_class.road``; lib/data class tables, by the run's dataset and the list's
@@ -38,7 +39,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SEED_SUFFIX = re.compile(r"([_-]seed\d+|-s\d+)$")
+# A seed suffix ends the run folder's name or a folder above it (experiments/*.sh: NAME_seedN,
+# and UM-Adapt's stages below it: NAME_seedN/base).
+SEED_SUFFIX = re.compile(r"([_-]seed\d+|-s\d+)(?=/|$)")
 # Decimals per metric (the last part of a flattened key), as the README's tables print them.
 PERCENT = {"mIoU", "acc", "mean_acc", "a1", "a2", "a3", "pct_11_25", "pct_22_5", "pct_30"}
 DEGREES = {"mean", "median", "rmse_deg"}

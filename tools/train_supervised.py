@@ -16,9 +16,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from lib import engine, losses  # noqa: E402
-from lib.args import add_common_args, new_parser, parse  # noqa: E402
+from lib.args import add_common_args, apply_smoke, new_parser, parse  # noqa: E402
 from lib.data import build_dataset, data_options, get_entry, resolve_classes  # noqa: E402
-from lib.evaluation import evaluate_model  # noqa: E402
+from lib.evaluation import evaluate_model, scoring_loader  # noqa: E402
 from lib.models import build_model, model_spec  # noqa: E402
 
 SCRIPT = "train_supervised.py"
@@ -63,9 +63,9 @@ def val_loader(name, args):
     """Validation loader of dataset `name` and its class count, built once per run."""
     entry = get_entry(name)
     role = "src" if name == args.src else "tgt"
-    data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length,
-                         labels=[t for t in args.tasks if t in entry.labels], **data_options(args, role))
-    return engine.eval_loader(data, args.batch_size, args, args.eval_batches), args.classes or entry.num_classes
+    loader = scoring_loader(name, [t for t in args.tasks if t in entry.labels], args, f"--{role}",
+                            args.batch_size, **data_options(args, role))
+    return loader, args.classes or entry.num_classes
 
 
 def score(model, val, args, amp):
@@ -75,6 +75,7 @@ def score(model, val, args, amp):
 
 
 def main(args):
+    apply_smoke(args)
     args.classes = resolve_classes([(args.src, "--src"), (args.tgt, "--tgt")], args.classes)
     logger = engine.setup_run(args, SCRIPT)
     train_set = build_dataset(args.src, "train", args.size, args.data_root, args.seed,

@@ -79,10 +79,39 @@ def _apply_multi_grid(layer, base_dilation, multi_grid):
                 _set_conv_dilation(m, base_dilation * int(rate))
 
 
+TINY = "resnet-tiny"
+TINY_WIDTH = 16
+
+
+def _make_tiny_resnet():
+    """`resnet-tiny` (--smoke and tests only, no ImageNet weights): ResNet-18's layout with one
+    torchvision BasicBlock per stage at widths 16-128, ~0.3M parameters instead of 11.7M."""
+    from torchvision.models.resnet import BasicBlock
+    net, inplanes = nn.Module(), TINY_WIDTH
+    net.conv1 = nn.Conv2d(3, inplanes, 7, stride=2, padding=3, bias=False)
+    net.bn1, net.relu, net.maxpool = nn.BatchNorm2d(inplanes), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+    for i, stage in enumerate(STAGES):
+        planes, stride = TINY_WIDTH * 2**i, 1 if i == 0 else 2
+        down = None if stride == 1 else nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False),
+                                                       nn.BatchNorm2d(planes))
+        setattr(net, stage, nn.Sequential(BasicBlock(inplanes, planes, stride, down)))
+        inplanes = planes
+    for m in net.modules():   # torchvision's ResNet initialisation
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return net
+
+
 def _make_torchvision_resnet(name, dilations):
     """Build a randomly initialised torchvision ResNet with the given stage dilations."""
-    if name not in _RESNETS:
-        raise ValueError(f"unknown backbone '{name}'; known: {', '.join(_RESNETS)} (flag --backbone)")
+    if name not in _RESNETS and name != TINY:
+        raise ValueError(f"unknown backbone '{name}'; known: {', '.join([*_RESNETS, TINY])} (flag --backbone)")
+    if name == TINY:
+        net = _make_tiny_resnet()
+        for i in (1, 2, 3):
+            if dilations[i] > 1:
+                _dilate_basic_layer(getattr(net, STAGES[i]), dilations[i], dilations[i - 1])
+        return net
     ctor = _RESNETS[name][0]
     bottleneck = name in ("resnet50", "resnet101")
     if bottleneck:
@@ -111,8 +140,8 @@ class ResNetBackbone(nn.Module):
         self.name, self.output_stride = name, output_stride
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
-        expansion = 4 if name in ("resnet50", "resnet101") else 1
-        self.channels = {s: 64 * 2**i * expansion for i, s in enumerate(STAGES)}
+        base = (TINY_WIDTH if name == TINY else 64) * (4 if name in ("resnet50", "resnet101") else 1)
+        self.channels = {s: base * 2**i for i, s in enumerate(STAGES)}
         self.strides = {s: 4 * 2**i // d for i, (s, d) in enumerate(zip(STAGES, dilations))}
 
     def forward(self, x):
@@ -215,6 +244,8 @@ def build_backbone(name="resnet50", output_stride=16, pretrained="none", multi_g
     if source.lower() == "none":
         return backbone
     if source.lower() == "imagenet":
+        if name == TINY:
+            raise UserError(f"{TINY} has no ImageNet weights (it is for --smoke and tests): use --pretrained none")
         load_backbone_state(backbone, _imagenet_state_dict(name), f"ImageNet weights for {name}")
     else:
         load_backbone_state(backbone, _file_state_dict(source), f"--pretrained {source}")

@@ -84,11 +84,12 @@ class DilatedBasicBlock(nn.Module):
         return self.relu(out + shortcut)
 
 
-# name -> (block, blocks per stage)
+# name -> (block, blocks per stage, width of conv1 and layer1)
 DEPTHS = {
-    "resnet18": (DilatedBasicBlock, (2, 2, 2, 2)),
-    "resnet50": (CaffeBottleneck, (3, 4, 6, 3)),
-    "resnet101": (CaffeBottleneck, (3, 4, 23, 3)),
+    "resnet18": (DilatedBasicBlock, (2, 2, 2, 2), 64),
+    "resnet50": (CaffeBottleneck, (3, 4, 6, 3), 64),
+    "resnet101": (CaffeBottleneck, (3, 4, 23, 3), 64),
+    "resnet-tiny": (DilatedBasicBlock, (1, 1, 1, 1), 16),   # --smoke and tests (backbones.py)
 }
 # (planes, stride, dilation) of layer1..layer4: output stride 8 (ADVENT ResNetMulti.__init__)
 STAGE_SETUP = ((64, 1, 1), (128, 2, 1), (256, 1, 2), (512, 1, 4))
@@ -123,14 +124,15 @@ class DeepLabResNet(nn.Module):
         if name not in DEPTHS:
             raise ValueError(f"unknown backbone '{name}' for DeepLab-v2; known: {', '.join(DEPTHS)} "
                              "(flag --backbone)")
-        block, counts = DEPTHS[name]
+        block, counts, width = DEPTHS[name]
         self.name = name
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = _bn(64)
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = _bn(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
-        inplanes = 64
+        inplanes = width
         for i, ((planes, stride, dilation), blocks) in enumerate(zip(STAGE_SETUP, counts)):
+            planes = planes * width // 64
             setattr(self, f"layer{i + 1}", _make_stage(block, inplanes, planes, blocks, stride, dilation))
             inplanes = planes * block.expansion
         self.channels = inplanes  # C4: 2048 (Bottleneck) or 512 (BasicBlock)
