@@ -10,8 +10,8 @@ Usage:
 
 The run's own settings apply unless given: --min-depth/--max-depth always; and when scoring a
 dataset the run scored, the protocol it scored it with (--size, --resize, --classes,
---focal-ref, --native-labels, its folder, and --proc-length on procedural data), so that
-re-scoring a checkpoint gives the run's own numbers.
+--focal-ref, --native-labels, --kitti-protocol, its folder, and --proc-length on procedural
+data), so that re-scoring a checkpoint gives the run's own numbers.
 
 Prediction files (--pred-dir DIR; DIR/<task>/ when that folder exists, else DIR itself with a
 single --task; sub-folders are searched). A sample's file is, in this order:
@@ -30,8 +30,9 @@ Encodings:
     normals   .npy, 3xHxW or HxWx3 float unit vectors in camera coordinates
 --save-preds writes this layout under OUTPUT/preds/ (semantic in --pred-format),
 --save-color colour PNGs under OUTPUT/preds/color/<task>/.
-metrics.json: dataset split source selection samples tasks classes class_names, and
-mIoU acc mean_acc per_class | abs_rel sq_rel rmse rmse_log log10 a1 a2 a3 |
+metrics.json: dataset split source selection samples tasks classes class_names, with depth
+depth_protocol (e.g. KITTI's eigen or annotated protocol, the label resolution, the depth range),
+and mIoU acc mean_acc per_class | abs_rel sq_rel rmse rmse_log log10 a1 a2 a3 |
 mean median rmse_deg pct_11_25 pct_22_5 pct_30 (percentages as 0-100; null = nothing measured).
 """
 import argparse
@@ -47,7 +48,8 @@ from lib.data import build_dataset, get_entry
 from lib.data import transforms as T
 from lib.data.base import DataError, inside, read_rgb
 from lib.data.labels import CITYSCAPES_TO, CLASS_NAMES, NAME_TO_LABEL, TRAIN19_TO, apply_map
-from lib.evaluation import TASKS, Progress, Scorer, evaluate_model, resize_prediction
+from lib.evaluation import (TASKS, Progress, Scorer, depth_protocol, evaluate_model, resize_prediction,
+                            scoring_at)
 from lib.metrics import negative_transfer_rate, per_image_miou
 from lib.models import build_model
 from lib.models.dada import official_checkpoint
@@ -217,7 +219,11 @@ def inherit_run_settings(args, run, name):
     own resolution, root), else, for checkpoints older than that record, its flags."""
     args.min_depth = next(v for v in (args.min_depth, run.get("min_depth"), 1e-3) if v is not None)
     args.max_depth = next(v for v in (args.max_depth, run.get("max_depth"), 80.0) if v is not None)
+    args.rmse_min_depth = run.get("rmse_min_depth")   # SemiMTL's heights: RMSE counts the ground
     rec = None if args.images else run_protocol(run, name, args)
+    # KITTI's protocol: as the run scored this dataset, else the run's flag (lib/data/kitti.py)
+    args.kitti_protocol = args.kitti_protocol or (rec or {}).get("kitti_protocol") or run.get("kitti_protocol")
+    args.carla_focal = args.carla_focal or (rec or {}).get("carla_focal") or run.get("carla_focal")
     if rec is not None:
         semantic = "semantic" in get_entry(name, "--dataset").labels   # KITTI: no class map
         args.classes = args.classes or rec["classes"] or (run.get("classes") if semantic else None)
@@ -260,7 +266,8 @@ def build_split(name, labels, size, args):
     return build_dataset(name, args.split, size, args.data_root, length=args.proc_length,
                          labels=labels, role="--dataset", root=args.src_root or args.tgt_root,
                          classes=args.classes, resize=args.resize, focal_ref=args.focal_ref,
-                         native_labels=args.native_labels)
+                         native_labels=args.native_labels, kitti_protocol=args.kitti_protocol,
+                         carla_focal=args.carla_focal)
 
 
 def open_dataset(name, tasks, asked, size, args):
@@ -567,12 +574,14 @@ def print_table(metrics, title, names=None):
             print(f"    {label:<14} {'-' if v is None else f'{v:6.2f}':>6}")
 
 
-def default_output_dir(args, name):
-    """RUN/eval-<checkpoint stem>-<dataset>-<split> (one folder per checkpoint), or <pred-dir>-eval."""
+def default_output_dir(args, name, dataset=None):
+    """RUN/eval-<checkpoint stem>-<dataset>-<split> (one folder per checkpoint; -eigen appended
+    under KITTI's eigen protocol, so the two protocols keep their own), or <pred-dir>-eval."""
     if not args.checkpoint:
         return args.pred_dir.rstrip("/") + "-eval"
     stem = os.path.splitext(os.path.basename(args.checkpoint))[0]
     what = "images" if args.images else f"{name}-{args.split}"
+    what += "-eigen" if getattr(dataset, "kitti_protocol", None) == "eigen" else ""
     return os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"eval-{stem}-{what}")
 
 
@@ -614,7 +623,9 @@ def main(args):
         dataset, tasks = open_dataset(name, choose_tasks(entry, name, outputs, args), args.task, size, args)
         # A folder dataset knows its class count from its dataset.json, not from the registry.
         args.classes = args.classes or getattr(dataset, "classes", None) or entry.num_classes
-    out_dir = args.output_dir or default_output_dir(args, name)
+        if getattr(dataset, "native_labels", False):
+            args.batch_size = 1   # labels at their own size (KITTI eigen forces it): one at a time
+    out_dir = args.output_dir or default_output_dir(args, name, None if args.images else dataset)
     if model is None:
         n, scores = scored_count(len(dataset), args), score_pred_dir(dataset, tasks, args)
     else:
@@ -627,6 +638,9 @@ def main(args):
                "selection": ckpt["extra"].get("selection", "last") if ckpt else None,
                "samples": n, "tasks": tasks, "classes": args.classes if semantic else None,
                "class_names": names, **engine.strict_json(scores)}
+    protocol = depth_protocol(dataset, args.min_depth, args.max_depth) if "depth" in tasks else None
+    if protocol:
+        metrics["depth_protocol"] = protocol
     if args.images:
         metrics["images"] = args.images
     if args.reference:
@@ -636,7 +650,8 @@ def main(args):
                   f"{metrics['negative_transfer_rate']:.1f}% of {metrics['negative_transfer_images']} images")
     if engine.is_main():
         where = args.images if args.images else f"{name} {args.split}"
-        print_table(engine.strict_json(scores), f"{where}: {n} samples", names)
+        print_table(engine.strict_json(scores), f"{where}: {n} samples"
+                    + (f", depth protocol: {protocol}" if protocol else ""), names)
         engine.write_json(metrics, os.path.join(out_dir, "metrics.json"))
         print(f"wrote {os.path.join(out_dir, 'metrics.json')}")
     engine.cleanup_distributed()
@@ -654,7 +669,8 @@ def negative_transfer(model, nc, dataset, args):
     for batch in engine.eval_loader(dataset, args.batch_size, args, args.max_batches):
         target = batch["semantic"].to(args.device)
         for model_scores, m in zip(scores, models):
-            pred = m(batch["image"].to(args.device))["semantic"]
+            with scoring_at(target.shape[-2:]):   # as evaluate_model: DADA upsamples once
+                pred = m(batch["image"].to(args.device))["semantic"]
             pred = resize_prediction("semantic", pred, target.shape[-2:])
             ids = pred.argmax(1) if pred.dim() == 4 else pred
             model_scores.extend(per_image_miou(ids, target, args.classes))
@@ -699,7 +715,8 @@ def score_checkpoint(model, nc, outputs, dataset, labelled, out_dir, args):
 
     amp = engine.Amp(args.amp, args.device)
     return evaluate_model(adapted, loader, args.device, tasks, args.classes, args.min_depth,
-                          args.max_depth, amp=amp, on_batch=on_batch, progress=False)
+                          args.max_depth, amp=amp, on_batch=on_batch, progress=False,
+                          absolute_min_depth=getattr(args, "rmse_min_depth", None))
 
 
 if __name__ == "__main__":

@@ -23,10 +23,13 @@ from lib.data.labels import CLASS_NAMES
 from lib.evaluation import evaluate_model, per_class_line, scoring_loader
 from lib.models import build_model, model_spec, RawOutputs
 from lib.models.discriminators import OutputDiscriminator
+from lib.optim import RepeatedSGD
 
 SCRIPT = "train_dada.py"
 OFFICIAL = "official code (valeoai/DADA, ADVENT)"
 # Table 3: surprisal adaptation, depth adaptation, feature fusion, DADA fusion.
+# --backbone-sgd: None = torch.optim.SGD, each tensor once; else lib.optim.RepeatedSGD's semantics.
+BACKBONE_SGD = {"once": None, "official": "torch1.2", "official-torch2": "torch2"}
 SETUPS = {"s1": (0, 0, 0, 0), "s2": (1, 0, 0, 0), "s3": (1, 0, 1, 0), "s4": (0, 1, 0, 0),
           "s5": (0, 1, 1, 0), "s6": (1, 1, 1, 0), "s7": (1, 1, 1, 1)}
 # flag: (paper value, its source, cpu value). The cpu column is this repository's small run
@@ -35,13 +38,17 @@ PRESETS = {
     "backbone": ("resnet101", "Sec. 4.1: DeepLab-v2 ResNet-101", "resnet18"),
     "pretrained": ("imagenet", "Sec. 4.1: ImageNet initialisation (the official file via PATH)", "none"),
     "classes": (16, "Table 1: 16 SYNTHIA classes (13-class mIoU* from the same scores)", None),
-    "src_resize": ((760, 1280), "Sec. 4.1 / official config: SYNTHIA resized to 1280x760", None),
-    "tgt_resize": ((512, 1024), "Sec. 4.1 / official config: Cityscapes resized to 1024x512", None),
+    "src_resize": ((760, 1280), "official config (INPUT_SIZE_SOURCE; Sec. 4.1 gives none): SYNTHIA resized to 1280x760", None),
+    "tgt_resize": (lambda a: (768, 1024) if a.tgt == "mapillary" else (512, 1024),
+                   "official configs: Cityscapes resized to 1024x512; Vistas fitted into 1024x768 "
+                   "and padded (configs_s2m, dataset/mapillary.py)", None),
     "size": ((512, 1024), "no crops: each domain trains at its --src/--tgt-resize", (64, 128)),
-    "batch_size": (1, "Sec. 4.1: one source and one target image", 4),
+    "batch_size": (1, "Sec. 3.2: a mini-batch of one source and one target image", 4),
     "iters": (90000, "official config: 90k iterations", 600),
-    "lr": (2.5e-4, "Sec. 4.1: SGD 2.5e-4, momentum 0.9, poly 0.9", 1e-2),
+    "lr": (2.5e-4, "Sec. 4.1: SGD 2.5e-4, momentum 0.9 (poly 0.9: official config)", 1e-2),
     "weight_decay": (5e-4, "official config (the paper's text says 1e-4)", 5e-4),
+    "backbone_sgd": ("official", "official code: ADVENT's get_1x_lr_params_no_scale lists each "
+                     "backbone tensor 1-4 times, stepped as PyTorch 1.2 (the official Dockerfile)", "once"),
     "save_every": (5000, "ours: one resumable checkpoint every 5000 steps", 600),
 }
 
@@ -62,6 +69,12 @@ def get_args_parser(add_help=True):
     g.add_argument("--lambda-adv", type=float, default=1e-3, help="adversarial weight (Sec. 4.1)")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Sec. 4.1)")
     g.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
+    g.add_argument("--backbone-sgd", default="once", choices=list(BACKBONE_SGD),
+                   help="once: each backbone tensor one SGD update per step (the nominal rate); "
+                        "official: the official group's 1x conv1, 3x block convs, 4x downsample "
+                        "convs, updated in a row as PyTorch 1.2 does (about 3x the rate; what "
+                        "produced the paper's numbers); official-torch2: the same group as "
+                        "PyTorch 2's SGD(foreach=False) steps it (lib/optim.py)")
     g.add_argument("--d-lr", type=float, default=1e-4, help="discriminator Adam lr (Sec. 4.1)")
     g.add_argument("--d-width", type=int, default=64,
                    help="first width of each discriminator (ADVENT's ndf: 64, doubling to 512)")
@@ -188,7 +201,8 @@ def _detach(x):
 
 
 def build(args, num_classes):
-    """DeepLab-v2 (+ the depth block), its SGD with the 10x head group, the discriminators."""
+    """DeepLab-v2 (+ the depth block), its SGD with the 10x head group (the backbone group with
+    the official repeats under --backbone-sgd official*), the discriminators."""
     # The official ImageNet file expects Caffe-style BGR input; torchvision's and random
     # initialisations take this repository's normalised RGB (README, "DADA").
     official_init = str(args.pretrained).lower() not in ("none", "imagenet")
@@ -197,8 +211,11 @@ def build(args, num_classes):
                       freeze_bn_stats=args.freeze_bn_stats, pretrained=args.pretrained,
                       caffe_input=official_init)
     model = build_model(spec)
-    optims = {"model": torch.optim.SGD(model.param_groups(args.lr), lr=args.lr,
-                                       momentum=args.momentum, weight_decay=args.weight_decay)}
+    semantics = BACKBONE_SGD[args.backbone_sgd]
+    groups = model.param_groups(args.lr, official_repeats=semantics is not None)
+    sgd = dict(lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    optims = {"model": torch.optim.SGD(groups, **sgd) if semantics is None
+              else RepeatedSGD(groups, semantics=semantics, **sgd)}
     channels = {"surprisal": num_classes, "depth": 1, "fused": num_classes}
     discs = {k: OutputDiscriminator(channels[k], args.d_width) for k in discriminator_names(args)}
     for k, d in discs.items():

@@ -6,13 +6,14 @@ task, and every compared method of Tables 1-2 as one `--variant`.
     python train_headfreeze.py --variant mtl-both-anchor         # eq. 6; baseline, oracle, ...
     python train_headfreeze.py --src folder --src-root HYPERSIM --tgt nyuv2 --data-root DATA
     python train_headfreeze.py --src folder --src-root SFSYN --tgt folder --tgt-root FACEWH \\
-        --anchor keypoints --keypoints 68 --keypoint-depth        # SfSyn -> FaceWarehouse
+        --anchor keypoints --keypoints 68 --keypoint-depth --val-split test   # SfSyn -> FaceWarehouse
     torchrun --nproc_per_node=4 train_headfreeze.py ...          # DDP
 
 --src brings main (normals) and anchor labels, --tgt anchor labels only: the target's normals are
 read by `--variant oracle` alone. On real data the defaults are the paper's where it gives them
 (PRESETS below, `--preset`); on the procedural benchmark a small CPU run.
 """
+import argparse
 import math
 import os
 
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from lib import engine, losses
 from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
 from lib.data import build_dataset, data_options, get_entry, resolve_classes
+from lib.engine import _isolated_rng
 from lib.evaluation import evaluate_model, scoring_loader
 from lib.models import build_model, model_spec, RawOutputs
 from lib.models.discriminators import FeatureCritic, OutputDiscriminator
@@ -65,7 +67,27 @@ PRESETS = {
     "iters": (40000, "ours (not in the main text)", 250),
     "lr": (1e-4, "ours: Adam (not in the main text)", 1e-3),
     "save_every": (2000, "ours: one resumable checkpoint every 2000 steps", 250),
+    "lambda_anchor": ("auto", "Sec. 4.4: chosen so the losses have similar magnitudes (ours: measured "
+                      "once on the first batches, before training; cpu: 1, as the procedural table "
+                      "ran)", 1.0),
+    "lambda_kp_depth": ("auto", "ours: Sec. 4.4's rule between the heatmap and depth terms", 1.0),
+    "freeze_at": (None, "ours: half of --iters; Sec. 3.2 switches 'when it approaches convergence'", None),
+    "freeze_after": (2, "Sec. 4.4: the layers after the second upsampling layer, skips included "
+                     "(ours: which modules, lib/models/headfreeze.py; the paper tunes it)", 2),
 }
+
+
+def _weight(text):
+    """A loss weight: a number >= 0, or 'auto' (Sec. 4.4's rule, measure_lambdas)."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"a loss weight must be 0 or more, got {text}")
+    return value
 
 
 def get_args_parser(add_help=True):
@@ -81,12 +103,21 @@ def get_args_parser(add_help=True):
     g.add_argument("--keypoint-depth", action="store_true",
                    help="the 2-layer FC branch (256 hidden) for keypoint depth (Sec. 4.4), trained "
                         "on keypoint_depth/ files")
-    g.add_argument("--lambda-anchor", type=float, default=1.0,
-                   help="lambda of eq. 4-6 (Sec. 4.4: losses of similar magnitude)")
-    g.add_argument("--lambda-kp-depth", type=float, default=1.0, help="weight of the keypoint-depth loss")
+    g.add_argument("--lambda-anchor", type=_weight, default=1.0,
+                   help="lambda of eq. 4-6, a number or auto: L_Sm over the mean anchor loss, measured "
+                        "before training (Sec. 4.4: losses of similar magnitude)")
+    g.add_argument("--lambda-kp-depth", type=_weight, default=1.0,
+                   help="weight of the keypoint-depth loss, a number or auto: the heatmap loss over "
+                        "the depth loss, measured before training")
     g.add_argument("--freeze-at", type=int, default=None, metavar="ITER",
                    help="HeadFreeze's switch from eq. 4 to the frozen head and eq. 6 (Sec. 3.2: near "
                         "convergence) (default: half of --iters)")
+    g.add_argument("--freeze-after", type=int, default=2, choices=[0, 1, 2, 3], metavar="N",
+                   help="HeadFreeze freezes the layers after the N-th of the 3 upsampling layers, "
+                        "skips included, and the output layers (Sec. 4.4: N = 2)")
+    g.add_argument("--joint-bn", action="store_true",
+                   help="source and target batches in one forward, so BatchNorm normalises them "
+                        "together (default: one forward per domain; the paper is silent)")
     g.add_argument("--fpn-width", type=int, default=256, help="channels of the FPN top-down path")
     g.add_argument("--da", default="output", choices=["output", "feature"],
                    help="+DA variants: output-space adversarial (Tsai et al.) or multi-level feature "
@@ -98,7 +129,10 @@ def get_args_parser(add_help=True):
     g.add_argument("--target-through-bn", action="store_true",
                    help="control for baseline / mtl-src-anchor: target images pass through the network "
                         "in train mode with no loss, so only BatchNorm statistics see them")
-    g.add_argument("--val-split", default="val", help="split scored at the end (NYUv2: val = test)")
+    g.add_argument("--val-split", default="val",
+                   help="split scored at the end, for the reported numbers (NYUv2: val = test; faces: "
+                        "test, Sec. 4.1's 70/15/15 subject split). --eval-every scores the source's "
+                        "val split, never a target's labels")
     parser.set_defaults(poly_power=0.9, output_dir=None)
     return set_presets(parser, PRESETS)
 
@@ -110,6 +144,9 @@ def resolve_variant(args):
         args.freeze_at = args.iters // 2
     if args.headfreeze and not 0 <= args.freeze_at < args.iters:
         raise engine.UserError(f"--freeze-at must lie in [0, --iters), got {args.freeze_at}")
+    if args.joint_bn and args.target_through_bn:
+        raise engine.UserError("--target-through-bn passes the target separately; with --joint-bn "
+                               "give one of the two")
     if args.target_through_bn and args.variant not in ("baseline", "mtl-src-anchor"):
         raise engine.UserError("--target-through-bn is the BatchNorm control of baseline / "
                                "mtl-src-anchor (no other target forward)")
@@ -141,18 +178,24 @@ def _up(x, size):
     return F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False)
 
 
-def anchor_loss(out, batch, args):
-    """L_a (eq. 2-3): CE for semantics (Sec. 4.2); for keypoints, heatmap regression (squared
-    error summed over keypoints, mean over pixels) + lambda_kp_depth x the depth vector's
-    squared error (Sec. 4.1, after Bulat et al.)."""
+def anchor_parts(out, batch, args):
+    """The terms of L_a (eq. 2-3), unweighted: {"ce"} for semantics (Sec. 4.2); for keypoints
+    {"heat"}, the heatmap regression (squared error summed over keypoints, mean over pixels),
+    and with --keypoint-depth {"depth"}, the depth vector's squared error (Sec. 4.1, after
+    Bulat et al.)."""
     size = batch["image"].shape[-2:]
     if args.anchor == "semantic":
-        return losses.cross_entropy(_up(out["semantic"], size), batch["semantic"])
-    loss = (_up(out["keypoints"], size) - batch["keypoints"]).square().sum(1).mean()
+        return {"ce": losses.cross_entropy(_up(out["semantic"], size), batch["semantic"])}
+    parts = {"heat": (_up(out["keypoints"], size) - batch["keypoints"]).square().sum(1).mean()}
     if args.keypoint_depth:
-        loss = loss + args.lambda_kp_depth * losses.masked_l2(out["keypoint_depth"].float(),
-                                                              batch["keypoint_depth"])
-    return loss
+        parts["depth"] = losses.masked_l2(out["keypoint_depth"].float(), batch["keypoint_depth"])
+    return parts
+
+
+def anchor_loss(out, batch, args):
+    """L_a (eq. 2-3): CE, or heatmap + lambda_kp_depth x keypoint depth (anchor_parts)."""
+    parts = anchor_parts(out, batch, args)
+    return parts.get("ce", 0.0) + parts.get("heat", 0.0) + args.lambda_kp_depth * parts.get("depth", 0.0)
 
 
 def main_loss(out, batch):
@@ -160,9 +203,31 @@ def main_loss(out, batch):
     return losses.cosine_normal_loss(_up(out["normals"], batch["image"].shape[-2:]), batch["normals"])
 
 
+def forward(model, src, tgt, args):
+    """The training outputs of both domains' batches (Sec. 4.4: batches of the same size): one
+    forward per domain, so BatchNorm normalises each domain by itself (the paper is silent;
+    train_dada.py does the same), or with --joint-bn one forward of the two batches together,
+    split afterwards. tgt None: the source alone."""
+    if tgt is None:
+        return model(src["image"]), None
+    if not args.joint_bn:
+        return model(src["image"]), model(tgt["image"])
+    if src["image"].shape[1:] != tgt["image"].shape[1:]:
+        raise engine.UserError(f"--joint-bn needs source and target images of one size, got "
+                               f"{tuple(src['image'].shape[-2:])} and {tuple(tgt['image'].shape[-2:])}")
+    out = model(torch.cat([src["image"], tgt["image"]]))
+    n = src["image"].shape[0]
+    return _split(out, slice(0, n)), _split(out, slice(n, None))
+
+
+def _split(out, part):
+    """One domain's share (batch rows `part`) of a joint forward's outputs (dicts nested)."""
+    return {k: _split(v, part) if isinstance(v, dict) else v[part] for k, v in out.items()}
+
+
 def train_step(model, discs, src, tgt, optims, amp, args, it):
     """One iteration: the supervised terms of this phase and the adversarial terms on both
-    domains' batches (same size, separate forwards), one backward for the network's losses
+    domains' batches (same size; `forward`), one backward for the network's losses
     (discriminators frozen), then the output discriminator's on detached maps; every
     optimizer steps once."""
     for opt in optims.values():
@@ -175,11 +240,10 @@ def train_step(model, discs, src, tgt, optims, amp, args, it):
         d.requires_grad_(args.da == "feature")     # GRL critics learn from the same backward
     stats, maps = {}, None
     with amp.autocast():
-        out_s = model(src["image"])
+        out_s, out_t = forward(model, src, tgt if (ta or tm or adapt) else None, args)
         terms = {"Sm": main_loss(out_s, src)}
         if sa:
             terms["Sa"] = args.lambda_anchor * anchor_loss(out_s, src, args)
-        out_t = model(tgt["image"]) if (ta or tm or adapt) else None
         if ta:
             terms["Ta"] = args.lambda_anchor * anchor_loss(out_t, tgt, args)
         if tm:
@@ -209,14 +273,14 @@ def adversarial_terms(discs, out_s, out_t, args, it, sizes=None):
     lambda_adv BCE(D(target normals), source label), D frozen; D learns in discriminator_step;
     D sees the outputs upsampled to the input size (`sizes`), as Tsai et al.'s code does.
     "feature" (Ganin & Lempitsky, multi-level): a critic per top-down level behind a gradient
-    reversal layer (Ganin's weight schedule), so one loss trains the critics and pushes the
-    features the other way. Returns (loss terms, {"d_acc": accuracy}, detached output maps)."""
+    reversal layer (Ganin's weight schedule, its p counted from the first adapted step:
+    `grl_progress`), so one loss trains the critics and pushes the features the other way.
+    Returns (loss terms, {"d_acc": accuracy}, detached output maps)."""
     if args.da == "output":
         n_s, n_t = (F.normalize(_up(o["normals"], size), dim=1) for o, size in zip((out_s, out_t), sizes))
         adv = args.lambda_adv * losses.bce_adv(discs["output"](n_t), 0.0)
         return {"adv": adv}, {}, (n_s.detach(), n_t.detach())
-    p = it / max(1, args.iters)
-    lam = args.lambda_grl * (2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0)
+    lam = args.lambda_grl * (2.0 / (1.0 + math.exp(-10.0 * grl_progress(args, it))) - 1.0)
     total, accs = 0.0, []
     for level in LEVELS:
         ls = discs[level](losses.grad_reverse(out_s["feats"][level].float(), lam))
@@ -224,6 +288,31 @@ def adversarial_terms(discs, out_s, out_t, args, it, sizes=None):
         total = total + (losses.bce_adv(ls, 0.0) + losses.bce_adv(lt, 1.0)) / 2
         accs.append(domain_accuracy(ls.detach(), lt.detach()))
     return {"grl": total / len(LEVELS)}, {"d_acc": sum(accs) / len(accs)}, None
+
+
+def da_start(args):
+    """The first iteration with a DA term: the switch for HeadFreeze+DA (its first phase is
+    HeadFreeze's own), 0 for Baseline+DA."""
+    return args.freeze_at if args.headfreeze else 0
+
+
+def grl_progress(args, it):
+    """Ganin's training progress p in [0, 1] of iteration `it`, counted over the adapted steps
+    only (from da_start), so the reversal weight starts at 0 where the DA term starts."""
+    start = da_start(args)
+    return max(0, it - start) / max(1, args.iters - start)
+
+
+def schedulers(optims, args):
+    """Poly 0.9 for every optimizer over --iters; the discriminators' and critics' counted from
+    da_start, as they first train there (their lr is the base lr until then, unused)."""
+    start = da_start(args) if args.adapt else 0
+    out = {}
+    for name, opt in optims.items():
+        begin, steps = (0, args.iters) if name == "model" else (start, args.iters - start)
+        out[name] = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda it, b=begin, n=max(1, steps): max(0.0, 1.0 - max(0, it - b) / n) ** args.poly_power)
+    return out
 
 
 def discriminator_step(d, n_s, n_t, amp):
@@ -257,7 +346,8 @@ def build(args, num_classes):
     """The network, its Adam, and the +DA discriminators with theirs."""
     spec = model_spec("headfreeze", backbone=args.backbone, pretrained=args.pretrained,
                       tasks=tasks_of(args, num_classes), width=args.fpn_width,
-                      keypoint_depth=args.keypoints if args.keypoint_depth else 0)
+                      keypoint_depth=args.keypoints if args.keypoint_depth else 0,
+                      freeze_after=args.freeze_after)
     net = build_model(spec)
     optims = {"model": torch.optim.Adam(net.parameters(), lr=args.lr)}
     discs = {}
@@ -316,6 +406,68 @@ def val_data(name, role, args):
                           **data_options(args, role))
 
 
+def source_val_loader(args, vals):
+    """What --eval-every scores: the source's val split (Sec. 4.4 tunes "stop criteria, learning
+    rate, layers to freeze" on available ground truth; never a target's labels). Not a scoring
+    protocol of the run (args.scoring), which is the reported --val-split's."""
+    if args.val_split == "val":
+        return vals["source"]
+    tasks = ["normals"] + (["semantic"] if args.anchor == "semantic" else [])
+    data = build_dataset(args.src, "val", args.size, args.data_root, length=args.proc_length, labels=tasks,
+                         role="--src", **data_options(args, "src"))
+    return engine.eval_loader(data, max(args.batch_size, 4), args, args.eval_batches)
+
+
+def _first_batch(data, args):
+    """The first --batch-size samples of a training set as one batch on the device, drawn
+    under a fixed seed that leaves the run's random streams alone."""
+    with _isolated_rng(args.seed):
+        samples = [data[i] for i in range(min(args.batch_size, len(data)))]
+    return engine.to_device(torch.utils.data.default_collate(samples), args.device, args.channels_last)
+
+
+@torch.no_grad()
+def measure_lambdas(net, data_a, data_b, args, amp):
+    """Sec. 4.4: "We choose lambda so losses from different domains and tasks have similar
+    magnitudes", as a rule measured once before training (ours: how). On the first batch of
+    each domain whose anchor this variant trains, with the initial network in train mode (its
+    BatchNorm buffers restored afterwards): --lambda-kp-depth auto = heatmap / depth loss, then
+    --lambda-anchor auto = L_Sm / the mean over those domains of L_a. Sets both weights; returns
+    the record that metrics.json and the log keep."""
+    rule = {"anchor": args.lambda_anchor, "kp_depth": args.lambda_kp_depth}
+    record = {"rule": {k: "auto" if v == "auto" else "fixed" for k, v in rule.items()}}
+    domains = [d for d, used in (("S", args.src_anchor), ("T", args.tgt_anchor)) if used]
+    if "auto" in rule.values() and domains:
+        batches = {"S": _first_batch(data_a, args)}
+        if "T" in domains:
+            batches["T"] = _first_batch(data_b, args)
+        buffers = [b.clone() for b in net.buffers()]
+        net.train()
+        with amp.autocast():
+            outs = {d: net.forward_raw(b["image"]) for d, b in batches.items()}
+            measured = {"Sm": main_loss(outs["S"], batches["S"])}
+            for d in domains:
+                measured.update({f"{d}_{k}": v for k, v in anchor_parts(outs[d], batches[d], args).items()})
+        for b, saved in zip(net.buffers(), buffers):
+            b.copy_(saved)
+        measured = engine.all_reduce_mean({k: float(v) for k, v in measured.items()})
+        record["measured"] = measured
+
+        def mean(part):
+            values = [measured[f"{d}_{part}"] for d in domains if f"{d}_{part}" in measured]
+            return sum(values) / len(values) if values else 0.0
+        if rule["kp_depth"] == "auto" and mean("depth") > 0:
+            rule["kp_depth"] = mean("heat") / mean("depth")
+        kp = 1.0 if rule["kp_depth"] == "auto" else rule["kp_depth"]
+        anchor = mean("ce") + mean("heat") + kp * mean("depth")
+        if rule["anchor"] == "auto" and anchor > 0:
+            rule["anchor"] = measured["Sm"] / anchor
+    # auto with nothing to balance (no anchor trained, no depth branch): the weight is unused
+    args.lambda_anchor, args.lambda_kp_depth = (1.0 if v == "auto" else float(v) for v in rule.values())
+    record.update(lambda_anchor=args.lambda_anchor, lambda_kp_depth=args.lambda_kp_depth)
+    return record
+
+
 def score(net, loader, args, nc, amp):
     """Normal metrics (Sec. 4.1: % < 11.25, % < 30, RMSE, mean, median over valid pixels) and,
     with a semantic anchor, mIoU, on the --val-split of one domain."""
@@ -327,6 +479,11 @@ def score(net, loader, args, nc, amp):
 def main(args):
     apply_preset(args, PRESETS, [args.src, args.tgt])
     resolve_variant(args)
+    if args.headfreeze and engine.is_main():
+        from lib.models.headfreeze import head_module_names
+        print(f"HeadFreeze: switch at iteration {args.freeze_at} (ours: --freeze-at, by default half of "
+              f"--iters), then {', '.join(head_module_names(args.freeze_after))} frozen (--freeze-after "
+              f"{args.freeze_after}: the layers after upsampling layer {args.freeze_after})", flush=True)
     args.classes = resolve_classes([(args.src, "--src"), (args.tgt, "--tgt")], args.classes)
     logger = engine.setup_run(args, SCRIPT)
     data_a, data_b = datasets(args)
@@ -338,16 +495,27 @@ def main(args):
     discs = {k: engine.prepare_model(d, args, ddp=False) for k, d in discs.items()}
     loaders = {"a": engine.InfiniteLoader(data_a, args.batch_size, args, domain=0),
                "b": engine.InfiniteLoader(data_b, args.batch_size, args, domain=1)}
-    scheds = {k: engine.poly_scheduler(o, args.iters, args.poly_power) for k, o in optims.items()}
+    scheds = schedulers(optims, args)
     amp = engine.Amp(args.amp, args.device)
+    select = source_val_loader(args, vals) if args.eval_every else None
     state = dict(models={"model": net, **{f"d_{k}": d for k, d in discs.items()}}, optimizers=optims,
                  schedulers=scheds, amp=amp, loaders=loaders)
-    start, acc = 0, {"steps": 0, "below_55": 0}
+    start, acc, lam = 0, {"steps": 0, "below_55": 0}, None
     if path := engine.resume_path(args):
         ckpt = engine.load_checkpoint(path, SCRIPT)
         start, acc = engine.restore(ckpt, **state), ckpt["extra"].get("d_acc", acc)
+        if lam := ckpt["extra"].get("lambda"):     # measured at the start of the run, not again
+            args.lambda_anchor, args.lambda_kp_depth = lam["lambda_anchor"], lam["lambda_kp_depth"]
         if bool(net.head_frozen):                  # DDP must be rebuilt without the frozen head
             model = wrap(net, args)
+    if lam is None:
+        lam = measure_lambdas(net, data_a, data_b, args, amp)
+        logger.write({"iter": start, "event": "lambda", **lam})
+        if engine.is_main():
+            print(f"lambda_anchor {args.lambda_anchor:.4g} ({lam['rule']['anchor']}), lambda_kp_depth "
+                  f"{args.lambda_kp_depth:.4g} ({lam['rule']['kp_depth']})"
+                  + (", measured " + " ".join(f"{k}={v:.4g}" for k, v in lam["measured"].items())
+                     if "measured" in lam else ""), flush=True)
     ckpt_path = os.path.join(args.output_dir, "checkpoint.pth")
     logger.start(start)
     model.train()
@@ -369,21 +537,26 @@ def main(args):
         if engine.should_save(it + 1, args):
             engine.save_checkpoint(ckpt_path, script=SCRIPT, iteration=it + 1, args=args,
                                    model_specs={"model": spec}, extra={"inference_model": "model",
-                                                                       "d_acc": acc}, **state)
+                                                                       "d_acc": acc, "lambda": lam}, **state)
+        if select is not None and (it + 1) % args.eval_every == 0 and it + 1 != args.iters:
+            # A curve to tune on (the switch point, the stop): logged, the last model is reported.
+            logger.write({"iter": it + 1, "source_val": score(net, select, args, nc, amp)})
     if engine.stop_iteration(args) < args.iters:
         engine.cleanup_distributed()
         return None  # --stop-at: continue with --resume auto
-    return finish(net, spec, nc, args, amp, acc, logger, vals)
+    return finish(net, spec, nc, args, amp, acc, logger, vals, lam)
 
 
-def finish(net, spec, nc, args, amp, acc, logger, vals):
+def finish(net, spec, nc, args, amp, acc, logger, vals, lam):
     """The last model, saved, then scored on both domains' validation splits."""
     if engine.is_main():
         engine.save_checkpoint(os.path.join(args.output_dir, "model.pth"), script=SCRIPT,
                                iteration=args.iters, args=args, models={"model": net},
                                model_specs={"model": spec}, extra={"inference_model": "model"})
     metrics = {"selection": "last", "variant": args.variant, "iteration": args.iters,
-               "head_frozen": bool(net.head_frozen),
+               "val_split": args.val_split, "head_frozen": bool(net.head_frozen),
+               "freeze_at": args.freeze_at if args.headfreeze else None,
+               "freeze_after": args.freeze_after if args.headfreeze else None, "lambda": lam,
                "d_acc_below_55": acc["below_55"] / acc["steps"] if acc["steps"] else None,
                "source": score(net, vals["source"], args, nc, amp),
                "target": score(net, vals["target"], args, nc, amp)}

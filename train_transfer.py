@@ -5,6 +5,7 @@ domain A with E1, E2, D2 frozen, then solve T2 on domain B as D2(G(E1(x_B))).
     python train_transfer.py --stage1 runs/depsem --output-dir runs/depsem_transfer
     python train_transfer.py --stage1 runs/depsem --oracle-checkpoint runs/oracle/checkpoint.pth \
         --transfer-oracle-checkpoint runs/toracle_transfer/model.pth   # all rows of Tables 1-2
+    python train_transfer.py --stage1 runs/depsem_base --g-align adv   # a row of Table 10
 
 The Transfer Oracle of Tables 1-2 is this framework run with A = B = the target dataset
 (`train_tasks.py --src B --tgt B`, then this script); --transfer-oracle-checkpoint adds its
@@ -18,14 +19,15 @@ import os
 
 import torch
 
-from lib import engine
+from lib import engine, losses
 from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
 from lib.data import build_dataset, data_options, get_entry, require_labels, resolve_classes
 from lib.data.labels import CLASS_NAMES
 from lib.evaluation import evaluate_model, per_class_line, scoring_loader
 from lib.models import build_model, model_spec
+from lib.models.discriminators import FeatureCritic, OutputDiscriminator
 from lib.models.encdec import decode
-from train_tasks import task_loss, total_iters
+from train_tasks import output_map, task_loss, total_iters
 
 SCRIPT = "train_transfer.py"
 STAGE1 = "train_tasks.py"
@@ -65,6 +67,15 @@ def get_args_parser(add_help=True):
                         "post-ReLU (the paper names no activations; README)")
     g.add_argument("--transfer-width", type=int, default=None,
                    help="hidden channels of G (default: E2's feature channels)")
+    g.add_argument("--g-align", default="none", choices=["none", "nda", "adv", "nda+adv", "adv-d2"],
+                   help="Table 10 (Sec. 6.7): align G's output across domains while G trains, on "
+                        "images of B too: NDA (eq. 3) between G(E1(x_A)) and G(E1(x_B)), a critic "
+                        "on G's output, both, or a discriminator on D2's output (D2 frozen)")
+    g.add_argument("--lambda-g-nda", type=float, default=0.001,
+                   help="weight of --g-align nda (stage 1's lambda_NDA; the paper gives none for G)")
+    g.add_argument("--lambda-g-adv", type=float, default=0.001,
+                   help="weight of --g-align adv / adv-d2 (as stage 1's adversarial terms; the paper gives none)")
+    g.add_argument("--critic-lr", type=float, default=1e-4, help="Adam lr of --g-align's critic")
     # Data and model flags default to the stage-1 run's values (None here).
     parser.set_defaults(src=None, tgt=None, size=None, backbone=None)
     return set_presets(parser, PRESETS)
@@ -83,7 +94,8 @@ def load_stage1(args):
     if ckpt["iteration"] < total_iters(argparse.Namespace(**{"n1_iters": None, "n2_iters": None, **s1})):
         raise engine.UserError(f"{path} stopped at iteration {ckpt['iteration']} (--stop-at): finish "
                                "stage 1 with `train_tasks.py --resume auto` first")
-    for key in ("src", "tgt", "size", "classes", "data_root", "resize", "focal_ref", "proc_length"):
+    for key in ("src", "tgt", "size", "classes", "data_root", "resize", "focal_ref", "proc_length",
+                "carla_focal"):
         if getattr(args, key, None) is None:
             setattr(args, key, s1.get(key))
     for key in ("task1", "task2", "min_depth", "max_depth", "depth_norm"):
@@ -168,6 +180,52 @@ def train_step(atdt, g, n2, batch, optimizer, amp, it):
     return values
 
 
+def g_critic(args, c2, nc):
+    """--g-align's critic: on G's output features (adv, nda+adv) or on D2's output (adv-d2)."""
+    if "adv" not in args.g_align:
+        return None
+    if args.g_align == "adv-d2":
+        return OutputDiscriminator(nc if args.task2 == "semantic" else 1)
+    return FeatureCritic(c2)
+
+
+def aligned_step(atdt, g, n2, critic, a, b, optims, amp, it, args):
+    """Table 10 (Sec. 6.7): eq. 1 on A plus the alignment of G's output across domains: NDA
+    (eq. 3) and / or a critic that G fools on B (B labelled A, 1), then the critic's own step
+    (A = 1, B = 0) on detached inputs; E1, E2 and D2 stay frozen. A and B pass through G as
+    one batch, as through E1 in stage 1."""
+    xa, xb, n = a["image"], b["image"], a["image"].shape[0]
+    with torch.no_grad(), amp.autocast():
+        f1, f2 = atdt.encoder(torch.cat([xa, xb]))["layer4"], n2.forward_features(xa)
+    if critic is not None:
+        engine.unwrap(critic).requires_grad_(False)
+    with amp.autocast():
+        t = g(f1)
+        ta, tb = t[:n].float(), t[n:].float()
+        terms = {"transfer": torch.nn.functional.mse_loss(ta, f2.float())}
+        if "nda" in args.g_align:
+            terms["nda_g"] = args.lambda_g_nda * losses.nda_loss(ta, tb)
+        if critic is not None:
+            if args.g_align == "adv-d2":   # D2's output space, as Tsai et al. [29]
+                ta, tb = (output_map(args.task2, decode(atdt.decoders, x, xa.shape[-2:],
+                                                        atdt.depth_scale)[args.task2].float(), args)
+                          for x in (ta, tb))
+            terms["adv_g"] = args.lambda_g_adv * losses.bce_adv(engine.unwrap(critic)(tb), 1.0)
+    total = sum(terms.values())
+    values = engine.check_finite({"loss": total, **terms}, it + 1, list(a["name"]) + list(b["name"]))
+    for opt in optims.values():
+        opt.zero_grad(set_to_none=True)
+    amp.backward(total)
+    if critic is not None:
+        engine.unwrap(critic).requires_grad_(True)
+        with amp.autocast():
+            loss_c = (losses.bce_adv(critic(ta.detach()), 1.0) + losses.bce_adv(critic(tb.detach()), 0.0)) / 2
+        amp.backward(loss_c)
+        values["critic"] = float(loss_c.detach())
+    amp.step(list(optims.values()))
+    return values
+
+
 def supervised_g_step(atdt, g, batch, optimizer, amp, it, args):
     """--supervised-g (ours, not the paper's Transfer Oracle): G trained on B with T2's own loss
     on D2(G(E1(x_B))) against B's T2 labels, E1 and D2 frozen: how far G alone can go on B."""
@@ -223,6 +281,9 @@ def main(args):
     train_name, train_role = (args.tgt, "--tgt") if sup else (args.src, "--src")
     if sup:
         require_labels(args.tgt, [args.task2], "--tgt")  # trained and selected on B's labels
+        if args.g_align != "none":
+            raise engine.UserError("--g-align aligns G's output of A and B while G learns eq. 1 "
+                                   "on A; --supervised-g trains G on B alone: give one of them")
     extra_rows = row_models(args)
     # B's T2 labels (when B has them) only score the result, once, at the end.
     scored_on_b = args.task2 in get_entry(args.tgt).labels
@@ -234,13 +295,25 @@ def main(args):
     data = build_dataset(train_name, "train", args.size, args.data_root, args.seed, args.proc_length,
                          labels=[args.task2] if sup else [], role=train_role, train=True,
                          **data_options(args, train_role.strip("-")))
-    loader = engine.InfiniteLoader(data, args.batch_size, args, domain=int(sup))
+    loaders = {"train": engine.InfiniteLoader(data, args.batch_size, args, domain=int(sup))}
+    if args.g_align != "none":   # Table 10: images of B (no labels) for the alignment term
+        data_b = build_dataset(args.tgt, "train", args.size, args.data_root, args.seed + 1,
+                               args.proc_length, labels=[], role="--tgt", train=True,
+                               **data_options(args, "tgt"))
+        loaders["b"] = engine.InfiniteLoader(data_b, args.batch_size, args, domain=1,
+                                             seed=args.seed + 1 if args.tgt == args.src else None)
     g = engine.prepare_model(atdt.transfer, args)
-    optimizer = torch.optim.Adam(atdt.transfer.parameters(), lr=args.lr)
-    scheduler = engine.poly_scheduler(optimizer, args.iters, args.poly_power)
+    optims = {"g": torch.optim.Adam(atdt.transfer.parameters(), lr=args.lr)}
+    nc = atdt.decoders["semantic"].out_channels if args.task2 == "semantic" else None
+    critic = g_critic(args, n2.backbone.channels["layer4"], nc)
+    if critic is not None:
+        critic = engine.prepare_model(critic.to(args.device), args)
+        optims["critic"] = torch.optim.Adam(critic.parameters(), lr=args.critic_lr, betas=(0.9, 0.99))
+    scheds = {k: engine.poly_scheduler(o, args.iters, args.poly_power) for k, o in optims.items()}
     amp = engine.Amp(args.amp, args.device)
-    state = {"models": {"atdt": atdt}, "optimizers": {"g": optimizer},
-             "schedulers": {"g": scheduler}, "amp": amp, "loaders": {"train": loader}}
+    models = {"atdt": atdt, **({"critic": critic} if critic is not None else {})}
+    state = {"models": models, "optimizers": optims, "schedulers": scheds, "amp": amp,
+             "loaders": loaders}
     start = 0
     if path := engine.resume_path(args):
         start = engine.restore(engine.load_checkpoint(path, SCRIPT), **state)
@@ -252,11 +325,17 @@ def main(args):
     logger.start(start)
     set_train_mode(atdt)
     for it in range(start, engine.stop_iteration(args)):
-        batch = engine.to_device(next(loader), args.device, args.channels_last)
-        values = (supervised_g_step(atdt, g, batch, optimizer, amp, it, args) if sup
-                  else train_step(atdt, g, n2, batch, optimizer, amp, it))
-        scheduler.step()
-        logger.step(it + 1, values, lr=scheduler.get_last_lr()[0])
+        batch = engine.to_device(next(loaders["train"]), args.device, args.channels_last)
+        if "b" in loaders:
+            batch_b = engine.to_device(next(loaders["b"]), args.device, args.channels_last)
+            values = aligned_step(atdt, g, n2, critic, batch, batch_b, optims, amp, it, args)
+        elif sup:
+            values = supervised_g_step(atdt, g, batch, optims["g"], amp, it, args)
+        else:
+            values = train_step(atdt, g, n2, batch, optims["g"], amp, it)
+        for sched in scheds.values():
+            sched.step()
+        logger.step(it + 1, values, lr=scheds["g"].get_last_lr()[0])
         if args.eval_every and ((it + 1) % args.eval_every == 0 or it + 1 == args.iters):
             m = score(atdt, val_sel, args, amp)
             set_train_mode(atdt)

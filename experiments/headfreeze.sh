@@ -15,8 +15,11 @@
 # - Faces, SfSyn -> FaceWarehouse: both in the `folder` layout with the keypoint extension
 #   (keypoints/ heatmaps and keypoint_depth/ from a 3D landmark detector such as Bulat et al.'s,
 #   normals/ in camera coordinates with 0 outside the face mask, which evaluation ignores).
-#   Neither has an official split: the paper splits subjects 70/15/15 into train/val/test.
+#   Neither has an official split: the paper splits subjects 70/15/15 into train/val/test and
+#   reports test, so the face commands score --val-split test; --eval-every (if given) scores
+#   the source's val split, and the reported model is the last one: no target label selects.
 #   SFSYN_FRONT (Table 3) is SfSyn regenerated with frontal poses; it was never released.
+# - The indoor commands score NYUv2's `val`, which is its official test split (the paper's).
 # Every setting is train_headfreeze.py's paper preset (docs/headfreeze.md); many of them are
 # ours because the paper leaves them to its supplemental material. Only what differs is here.
 # RUNS, SEED, AMP, SMOKE, PYTHON: experiments/common.sh.
@@ -31,10 +34,10 @@ indoor() { # indoor NAME FLAGS...: SUNCG (substitute) -> NYUv2, semantic anchor,
   run "$name" --src folder --src-root "${INDOOR_SRC:?set INDOOR_SRC to the synthetic indoor folder}" \
       --tgt nyuv2 --data-root "${DATA:?set DATA to the folder holding nyuv2/}" --classes 13 "$@"
 }
-faces() { # faces NAME SOURCE_ROOT FLAGS...: SfSyn -> FaceWarehouse, keypoint anchor + depth branch
+faces() { # faces NAME SOURCE_ROOT FLAGS...: SfSyn -> FaceWarehouse, keypoint anchor + depth branch, scored on test
   local name=$1 src=$2; shift 2
   run "$name" --src folder --src-root "$src" --tgt folder --tgt-root "${FACEWH:?set FACEWH}" \
-      --anchor keypoints --keypoints "$K" --keypoint-depth "$@"
+      --anchor keypoints --keypoints "$K" --keypoint-depth --val-split test "$@"
 }
 
 table1_indoor() {  # Table 1, indoor: baseline, +DA (Tsai), HeadFreeze, HeadFreeze+DA, oracle

@@ -8,9 +8,10 @@
 #   bash experiments/umadapt.sh list
 #
 # Every setting is train_umadapt.py's paper preset (real data selects it; `python
-# train_umadapt.py --help` shows each value and its source): ResNet-50 from ImageNet, FCRN
-# up-projection decoders, alpha = 10, one Adam per task. Values the paper does not give
-# (learning rates, iterations, batch, lambda, the EBGAN margin) are ours (docs/umadapt.md).
+# train_umadapt.py --help` shows each value and its source): ResNet-50, FCRN up-projection
+# decoders, the supplementary's task-transfer networks (Table 2) and UM-Adapt-B critic (Table 1,
+# WGAN-GP), alpha = 10, one Adam per task. Values the paper does not give (the ImageNet start,
+# learning rates, iterations, batch, lambda, the EBGAN margin) are ours (docs/umadapt.md).
 #
 # Dataset caveats:
 # - PBRS (Zhang et al. 2017) is not in the dataset registry: lay its renders out as the
@@ -26,8 +27,10 @@
 #   {train,val}/images, semantic (19 Cityscapes train ids), depth (metres via depth_scale).
 #   Without depth, `--tasks semantic --transfer` runs segmentation alone (no distillation).
 # - KITTI: DATA/kitti_depth with the Eigen lists (lib/data/kitti.py); Cityscapes: DATA/cityscapes.
-#   The two targets alternate batch by batch (--tgt cityscapes,kitti_depth); Table 4 reads
-#   KITTI's Eigen test numbers (evaluate.py on the test list), Table 5 Cityscapes val mIoU.
+#   The two targets alternate batch by batch (--tgt cityscapes,kitti_depth); S reads KITTI
+#   depth and Cityscapes semantics only (the supplementary), labelled and unlabelled in turn.
+#   Table 4 reads KITTI's Eigen test numbers (evaluate.py on the test list), Table 5
+#   Cityscapes val mIoU.
 #   Training scores every target on its val split for the tasks it has labels of.
 # RUNS, SEED, AMP, SMOKE, PYTHON: experiments/common.sh (a setting's folder: RUNS/NAME_seedSEED).
 source "$(dirname "$0")/common.sh"

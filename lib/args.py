@@ -49,8 +49,20 @@ def add_data_args(parser, src="proc-a", tgt="proc-b"):
                         "or require the cache tools/make_edges.py writes (e.g. from an external "
                         "detector's maps with --from-dir) (default: %(default)s)")
     g.add_argument("--focal-ref", type=float, default=None, metavar="PIXELS",
-                   help="express depth labels as seen by a camera of this focal length (AT/DT's "
-                        "cross-dataset depth rescaling; scores are converted back to metres)")
+                   help="express depth labels as seen by a camera of this focal length (ours: AT/DT "
+                        "rescales predictions at evaluation instead, train_tasks.py --focal-at-eval; "
+                        "scores are converted back to metres)")
+    g.add_argument("--carla-focal", type=float, default=None, metavar="PIXELS",
+                   help="focal length of the CARLA renders at their native width (default: 859.238, "
+                        "AT/DT's, which is 2048 / (2 tan 50 deg): 2048-px-wide renders with a "
+                        "100-degree field of view; renders of width W and field of view V have "
+                        "W / (2 tan(V / 2)))")
+    g.add_argument("--kitti-protocol", default=None, choices=["annotated", "eigen"],
+                   help="KITTI depth (kitti_depth) labels: annotated = the annotated depth maps, KB crop "
+                        "352x1216 (652 Eigen test frames); eigen = Eigen et al.'s protocol, raw "
+                        "velodyne LiDAR projected to the image, scored at its own resolution in the Garg "
+                        "crop (all 697 frames; cap: --max-depth) (default: annotated; evaluate.py: as "
+                        "the run scored KITTI, else annotated)")
     return g
 
 

@@ -351,8 +351,11 @@ class InfiniteLoader:
     uninterrupted run would have seen.
     """
 
-    def __init__(self, dataset, batch_size, args, domain=None, shuffle=True):
-        self.sampler = ResumableBatchSampler(len(dataset), batch_size, args.seed,
+    def __init__(self, dataset, batch_size, args, domain=None, shuffle=True, seed=None):
+        # seed: of the permutations and per-sample seeds (default --seed); two streams over
+        # one dataset need two seeds, or they draw the same images at every step.
+        seed = args.seed if seed is None else seed
+        self.sampler = ResumableBatchSampler(len(dataset), batch_size, seed,
                                              args.rank, args.world_size, shuffle)
         workers = getattr(args, "workers", 0)
         self.loader = torch.utils.data.DataLoader(
@@ -360,7 +363,7 @@ class InfiniteLoader:
             pin_memory=args.device.type == "cuda", persistent_workers=workers > 0,
             # DataLoader draws its base seed from this generator: a private one keeps the
             # global stream (dropout, init) independent of how many loaders a script builds.
-            generator=torch.Generator().manual_seed(args.seed))
+            generator=torch.Generator().manual_seed(seed))
         self._iter = None
 
     def __iter__(self):

@@ -27,6 +27,9 @@ __all__ = [
     "entropy_map",
     "surprisal_map",
     "bce_adv",
+    "wgan_critic_loss",
+    "wgan_generator_loss",
+    "gradient_penalty",
     "grad_reverse",
     "GradReverse",
 ]
@@ -211,13 +214,52 @@ def surprisal_map(logits):
 def bce_adv(logits, label):
     """BCE-with-logits of a discriminator output vs a constant domain label, DADA eqs. 6-7 / ADVENT.
 
-    ``label`` is a Python number (1.0 = source, 0.0 = target in DADA); the result is the
-    mean over every output element.
+    ``label`` is a Python number in [0, 1]; the result is the mean over every output element.
+    DADA's eqs. 6-7 write source 1 / target 0; train_dada.py, like the official train_UDA.py,
+    labels source 0 and target 1 (equivalent).
     """
     label = float(label)
     if not 0.0 <= label <= 1.0:
         raise ValueError(f"domain label must lie in [0, 1], got {label}")
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, label))
+
+
+def _per_sample(critic_out):
+    """A critic's value per sample: the mean over its patch outputs (B, ...) -> (B,)."""
+    return critic_out.reshape(len(critic_out), -1).mean(1)
+
+
+def wgan_critic_loss(d_real, d_fake):
+    """WGAN critic loss (Arjovsky et al. 2017; Gulrajani et al. 2017, eq. 3 without the penalty):
+    E[D(fake)] - E[D(real)], each critic output averaged over its patches and the batch."""
+    return _per_sample(d_fake).mean() - _per_sample(d_real).mean()
+
+
+def wgan_generator_loss(d_fake):
+    """WGAN generator loss -E[D(fake)] (Gulrajani et al. 2017, Algorithm 1)."""
+    return -_per_sample(d_fake).mean()
+
+
+def gradient_penalty(critic, real, fake, lam=10.0):
+    """WGAN-GP's penalty (Gulrajani et al. 2017, eq. 3): lam E[(||grad D(x_hat)||_2 - 1)^2] with
+    x_hat = eps x_real + (1 - eps) x_fake, eps ~ U[0, 1] per sample.
+
+    ``real`` and ``fake``: sequences of tensors (a critic of several inputs, such as UM-Adapt-B's
+    (latent, maps)) with equal shapes pairwise and the batch first; one eps per sample serves
+    every input and the norm is over all of them. ``critic(*x_hat)`` returns (B, ...) (a patch
+    critic: its value per sample is the mean). Computed in float32 with autocast off, so the
+    double backward needs no gradient scaling under --amp fp16; ``create_graph`` keeps the
+    penalty differentiable in the critic's parameters."""
+    real, fake = [t.detach().float() for t in real], [t.detach().float() for t in fake]
+    eps = torch.rand(len(real[0]), device=real[0].device)
+    x_hat = [torch.lerp(f, r, eps.view(-1, *[1] * (r.dim() - 1))).requires_grad_(True)
+             for r, f in zip(real, fake)]
+    with torch.autocast(real[0].device.type, enabled=False):
+        out = _per_sample(critic(*x_hat)).sum()
+    grads = torch.autograd.grad(out, x_hat, create_graph=True)
+    # vector_norm's backward is 0, not NaN, at a zero gradient
+    norm = torch.linalg.vector_norm(torch.cat([g.reshape(len(g), -1) for g in grads], 1), dim=1)
+    return lam * (norm - 1).square().mean()
 
 
 class GradReverse(torch.autograd.Function):

@@ -148,19 +148,32 @@ class ConfusionMatrix:
 # ----------------------------------------------------------------------------------- depth
 
 DEPTH_KEYS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "a1", "a2", "a3")
+_RMSE = DEPTH_KEYS.index("rmse")
 
 
-def _per_image_depth_errors(pred, gt, min_depth, max_depth):
-    """Eigen et al. errors for each row of (B, N) pred/gt: returns ((B, 8) float64, (B,) valid counts).
+def _per_image_depth_errors(pred, gt, min_depth, max_depth, absolute_min_depth=None):
+    """Eigen et al. errors for each row of (B, N) pred/gt: returns ((B, 8) float64, (B,) valid
+    counts, (B,) rmse counts).
 
     Valid pixels: min_depth < gt < max_depth (strict, as monodepth2's evaluation); pred is
     clamped to [min_depth, max_depth] (monodepth2; AT/DT clips to [0.001, 100]). Rows without
     a valid pixel get 0 errors and count 0 (callers decide to skip or report NaN).
+    absolute_min_depth (None: min_depth) is RMSE's own floor, with pred clamped to
+    [absolute_min_depth, max_depth] for it: the ratio errors are undefined at 0, the absolute one
+    is not (SemiMTL's ISPRS heights, where the ground is at 0: docs/semimtl.md).
     """
     pred = pred.double()
     gt = gt.double()
     valid = (gt > min_depth) & (gt < max_depth)
     count = valid.sum(1)
+    rmse, rmse_count = None, count
+    if absolute_min_depth is not None:
+        if not 0 <= absolute_min_depth <= min_depth:
+            raise ValueError(f"need 0 <= absolute_min_depth <= min_depth, got {absolute_min_depth}, {min_depth}")
+        keep = (gt > absolute_min_depth) & (gt < max_depth)
+        sq = torch.where(keep, (pred.clamp(absolute_min_depth, max_depth) - gt).square(), torch.zeros_like(gt))
+        rmse_count = keep.sum(1)
+        rmse = (sq.sum(1) / rmse_count.clamp_min(1).double()).sqrt()
     # Replace invalid gt by 1 so log/division stay finite; those pixels are zeroed anyway.
     gt = torch.where(valid, gt, torch.ones_like(gt))
     pred = pred.clamp(min_depth, max_depth)
@@ -182,7 +195,9 @@ def _per_image_depth_errors(pred, gt, min_depth, max_depth):
     errors = torch.cat([
         mean[:, :2], mean[:, 2:4].sqrt(), mean[:, 4:5], mean[:, 5:] * 100.0,
     ], dim=1)
-    return errors, count
+    if rmse is not None:
+        errors[:, _RMSE] = rmse
+    return errors, count, rmse_count
 
 
 def _flatten_depth(pred, gt, batched):
@@ -199,19 +214,20 @@ def _flatten_depth(pred, gt, batched):
     return pred.reshape(1, -1), gt.reshape(1, -1)
 
 
-def depth_errors(pred, gt, min_depth=1e-3, max_depth=80.0):
+def depth_errors(pred, gt, min_depth=1e-3, max_depth=80.0, absolute_min_depth=None):
     """Standard depth errors (Eigen et al.; AT/DT Sec. 4, SemiMTL Sec. 4.1) pooled over all valid pixels.
 
     ``pred`` and ``gt`` in metres, any equal shape (one image, or a batch pooled as one set of
     pixels). Valid: min_depth < gt < max_depth (strict); pred clamped to [min_depth, max_depth].
     Returns a dict with DEPTH_KEYS: abs_rel, sq_rel, rmse, rmse_log, log10 (natural log for
     rmse_log, base 10 for log10) and a1..a3 = % of pixels with max(p/g, g/p) < 1.25^i.
-    All NaN when no pixel is valid.
+    absolute_min_depth: RMSE's own floor (None: min_depth; _per_image_depth_errors). A key is
+    NaN when none of its pixels is valid.
     """
-    errors, count = _per_image_depth_errors(*_flatten_depth(pred, gt, batched=False), min_depth, max_depth)
-    if int(count[0]) == 0:
-        return {k: float("nan") for k in DEPTH_KEYS}
-    return dict(zip(DEPTH_KEYS, errors[0].tolist()))
+    errors, count, rmse_count = _per_image_depth_errors(*_flatten_depth(pred, gt, batched=False),
+                                                        min_depth, max_depth, absolute_min_depth)
+    counts = [int(rmse_count[0]) if k == "rmse" else int(count[0]) for k in DEPTH_KEYS]
+    return {k: v if n else float("nan") for k, v, n in zip(DEPTH_KEYS, errors[0].tolist(), counts)}
 
 
 class DepthMeter:
@@ -220,15 +236,21 @@ class DepthMeter:
     Per-image then mean over images is what the Eigen/monodepth2 evaluation does (the
     papers do not say; pooled numbers are available from ``depth_errors`` on a batch);
     note that rmse is therefore the mean of per-image RMSEs.
-    Images with no valid pixel are skipped. State: 8 error sums + image count (float64).
+    Images with no valid pixel are skipped. State: 8 error sums + image count + the image
+    count of RMSE (float64), which differs only with absolute_min_depth: RMSE's own floor
+    (None: min_depth; _per_image_depth_errors), so an image whose every pixel lies at or
+    below min_depth (an all-ground ISPRS patch) counts in RMSE alone.
     """
 
-    def __init__(self, min_depth=1e-3, max_depth=80.0, device=None):
+    def __init__(self, min_depth=1e-3, max_depth=80.0, device=None, absolute_min_depth=None):
         """Empty meter for valid range (min_depth, max_depth) in metres."""
         if not 0 < min_depth < max_depth:
             raise ValueError(f"need 0 < min_depth < max_depth, got {min_depth}, {max_depth}")
+        if absolute_min_depth is not None and not 0 <= absolute_min_depth <= min_depth:
+            raise ValueError(f"need 0 <= absolute_min_depth <= min_depth, got {absolute_min_depth}, {min_depth}")
         self.min_depth = float(min_depth)
         self.max_depth = float(max_depth)
+        self.absolute_min_depth = None if absolute_min_depth is None else float(absolute_min_depth)
         self.device = None if device is None else torch.device(device)
         self.sums = None
         self.reset()
@@ -236,7 +258,8 @@ class DepthMeter:
     def reset(self):
         """Clear the accumulated sums."""
         device = self.device if self.device is not None else (self.sums.device if self.sums is not None else "cpu")
-        self.sums = torch.zeros(len(DEPTH_KEYS) + 1, dtype=torch.float64, device=device)  # last = count
+        # [error sums..., image count, RMSE's image count]
+        self.sums = torch.zeros(len(DEPTH_KEYS) + 2, dtype=torch.float64, device=device)
         self._placed = self.device is not None
 
     def update(self, pred, gt):
@@ -247,16 +270,19 @@ class DepthMeter:
         # detach: a meter must never keep an autograd graph alive across updates.
         pred, gt = _flatten_depth(pred.detach().to(self.sums.device), gt.detach().to(self.sums.device),
                                   batched=True)
-        errors, count = _per_image_depth_errors(pred, gt, self.min_depth, self.max_depth)
-        has = count > 0
-        self.sums[:-1] += torch.where(has.unsqueeze(1), errors, torch.zeros_like(errors)).sum(0)
-        self.sums[-1] += has.sum()
+        errors, count, rmse_count = _per_image_depth_errors(pred, gt, self.min_depth, self.max_depth,
+                                                            self.absolute_min_depth)
+        has = (count > 0).unsqueeze(1).repeat(1, len(DEPTH_KEYS))
+        has[:, _RMSE] = rmse_count > 0
+        self.sums[:-2] += torch.where(has, errors, torch.zeros_like(errors)).sum(0)
+        self.sums[-2] += (count > 0).sum()
+        self.sums[-1] += (rmse_count > 0).sum()
         return self
 
     @property
     def count(self):
         """Number of images accumulated (with at least one valid pixel)."""
-        return int(self.sums[-1])
+        return int(self.sums[-2])
 
     def reduce_from_all_processes(self):
         """Sum error sums and image counts over DDP processes (no-op otherwise); call once."""
@@ -265,11 +291,9 @@ class DepthMeter:
 
     def compute(self):
         """Mean over images of each DEPTH_KEYS error (NaN when no image was counted)."""
-        sums = self.sums.cpu()
-        n = float(sums[-1])
-        if n == 0:
-            return {k: float("nan") for k in DEPTH_KEYS}
-        return dict(zip(DEPTH_KEYS, (sums[:-1] / n).tolist()))
+        sums = self.sums.cpu().tolist()
+        counts = [sums[-1] if k == "rmse" else sums[-2] for k in DEPTH_KEYS]
+        return {k: v / n if n else float("nan") for k, v, n in zip(DEPTH_KEYS, sums[:-2], counts)}
 
 
 # --------------------------------------------------------------------------------- normals

@@ -10,6 +10,7 @@ import torch
 import evaluate
 import train_tasks
 import train_transfer
+from lib.args import apply_preset
 from lib import engine
 from lib.data import DATASETS, DatasetEntry, build_dataset
 
@@ -141,7 +142,7 @@ def test_nda_term_equals_hand_value():
     a = {"image": torch.zeros(1, 3, 4, 4), "depth": torch.ones(1, 4, 4)}
     b = {"image": torch.zeros(1, 3, 4, 4), "depth": torch.ones(1, 4, 4)}
     out = {"f1": f1, "p1": {"depth": torch.ones(2, 4, 4)}}
-    terms = train_tasks.stage1_losses(out, a, b, args, critic=None)
+    terms = train_tasks.stage1_losses(out, a, b, args, critics=None)
     assert terms["nda"].item() == pytest.approx(0.5 * (abs(5 - 0) + abs(1 - 1)) / 2)
     assert terms["t1_a"].item() == 0.0 and terms["t1_b"].item() == 0.0
 
@@ -407,8 +408,9 @@ def test_g_trained_at_batch_1_holds_in_eval_mode(tmp_path):
 
 
 def test_focal_at_eval_learns_metres_and_stores_the_focal_of_a(tmp_path, monkeypatch):
-    """The official convention (eval_task.py): labels stay in metres during training, and the
-    depth networks carry f_A, so scoring on B multiplies by f_B / f_A (see the Oracle test)."""
+    """The official convention (eval_task.py): labels stay in metres during training, and N2
+    (trained on A alone) carries f_A, so scoring it on B multiplies by f_B / f_A (see the Oracle
+    test; N1, trained on A and B, stores none: the test below)."""
     from lib.data.procedural import camera
     seen = []
     real = train_tasks.task_loss
@@ -453,3 +455,229 @@ def test_a_missing_oracle_checkpoint_stops_before_training(depsem, tmp_path):
     with pytest.raises(engine.UserError, match="not found: .*typo.pth \\(check --oracle-checkpoint\\)"):
         stage2(out / "s1", tmp_path / "s2", "--oracle-checkpoint", str(tmp_path / "typo.pth"))
     assert not (tmp_path / "s2").exists()
+
+
+# ----------------------------------------------------------------------------- issue 21 (A1-A5)
+def test_focal_at_eval_n1_stores_no_focal_and_a_perfect_metric_n1_is_not_rescaled(tmp_path):
+    """N1 trains on A and B in metres (Sec. 3.2): under --focal-at-eval it stores no focal, so a
+    perfect metric N1 scored on B gets abs rel 0; only N2, trained on A alone, refers to f_A
+    (the official eval_task.py rescales a network trained on the source only)."""
+    from lib.data.procedural import camera
+    from lib.evaluation import evaluate_model
+    stage1(tmp_path / "s1", "--focal-at-eval", iters=1)            # Dep->Sem: N1 is the depth net
+    specs = torch.load(tmp_path / "s1" / "checkpoint.pth", weights_only=True)["model_specs"]
+    f_a, f_b = camera("a", (32, 64)).focal, camera("b", (32, 64)).focal
+    assert f_a != f_b
+    assert specs["n1"]["kwargs"]["depth_focal"] is None
+    assert specs["n2"]["kwargs"]["depth_focal"] == pytest.approx(f_a)
+    perfect = GroundTruthDepth([32, 64], 8)                        # metric, B's own labels
+    perfect.depth_focal = specs["n1"]["kwargs"]["depth_focal"]     # N1's stored convention
+    loader = engine.eval_loader(build_dataset("proc-b", "val", (32, 64), length=8, labels=["depth"]), 4,
+                                argparse_ns(workers=0))
+    scores = evaluate_model(perfect, loader, torch.device("cpu"), ["depth"], min_depth=1e-3, max_depth=100)
+    assert scores["abs_rel"] == pytest.approx(0, abs=1e-6)
+    # The same perfect N1 under the old convention (f_A stored) is off by f_B / f_A.
+    perfect.depth_focal = f_a
+    assert evaluate_model(perfect, loader, torch.device("cpu"), ["depth"], min_depth=1e-3,
+                          max_depth=100)["abs_rel"] > 0.05
+
+
+def argparse_ns(**kw):
+    import argparse
+    return argparse.Namespace(**kw)
+
+
+def _cityscapes_tree(root, frames):
+    import numpy as np
+    from tests import trees
+    H, W = 8, 12
+    trees.cityscapes(root, frames, (H, W), ("train", "val"), disparity=np.full((H, W), 6401),
+                     camera=(0.25, 2000.0))
+    return ["--data-root", str(root), "--classes", "11", "--resize", "32", "48", "--size", "32", "48",
+            "--batch-size", "2", "--backbone", "resnet-tiny", "--edges", "compute", "--workers", "0",
+            "--device", "cpu", "--decoder-width", "16", "--eval-batches", "1"]
+
+
+def test_transfer_oracle_draws_different_images_for_a_and_b(tmp_path, monkeypatch):
+    """--src X --tgt X (the Transfer Oracle): the two streams have different permutations, so
+    x_A != x_B (file datasets ignore the dataset seed: both streams used to draw the same
+    images at every step, NDA was 0 and N1 saw half the images)."""
+    data = _cityscapes_tree(tmp_path, 6)
+    seen = []
+    real = train_tasks.train_step
+
+    def spy(net, critics, a, b, *rest):
+        seen.append((list(a["name"]), list(b["name"])))
+        return real(net, critics, a, b, *rest)
+    monkeypatch.setattr(train_tasks, "train_step", spy)
+    args = train_tasks.get_args_parser().parse_args(
+        data + ["--src", "cityscapes", "--tgt", "cityscapes", "--iters", "3",
+                "--output-dir", str(tmp_path / "s1")])
+    train_tasks.main(args)
+    assert len(seen) == 3
+    assert all(names_a != names_b for names_a, names_b in seen), seen
+    logged = [json.loads(line) for line in open(tmp_path / "s1" / "log.jsonl") if '"nda"' in line]
+    assert all(step["nda"] > 0 for step in logged)
+
+
+def test_official_decoder_has_two_convs_per_scale_nearest_upsampling_and_elu():
+    """--decoder official: core/models.py's build_decoder_dilated_resnet at output stride 16:
+    4 x (nearest x2 + conv), a second conv per scale, widths 128-64-32 then out_channels, ELU."""
+    from lib.models.decoders import OfficialDecoder
+    dec = OfficialDecoder(2048, 11, num_up=4, width=128)
+    convs = [m for m in dec.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [128, 128, 64, 64, 32, 32, 11, 11]
+    assert all(c.kernel_size == (3, 3) for c in convs)
+    ups = [m for m in dec.modules() if isinstance(m, torch.nn.Upsample)]
+    assert len(ups) == 4 and all(u.mode == "nearest" for u in ups)
+    assert not any(isinstance(m, torch.nn.ReLU) for m in dec.modules())
+    assert sum(isinstance(m, torch.nn.ELU) for m in dec.modules()) == 7     # all but the head
+    # BN as the official code: not on the width-32 upconv nor on the last scale's convs.
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in dec.modules()) == 5
+    assert dec(torch.zeros(1, 2048, 2, 3), (32, 48)).shape == (1, 11, 32, 48)
+
+
+def test_official_decoder_runs_both_stages(tmp_path):
+    stage1(tmp_path / "s1", "--decoder", "official", iters=1)
+    ckpt = torch.load(tmp_path / "s1" / "checkpoint.pth", weights_only=True)
+    assert ckpt["model_specs"]["n2"]["kwargs"]["decoder"] == "official"
+    assert any(k.startswith("blocks.3.1.0") for k in ckpt["models"]["aux"])   # D_aux: the same design
+    metrics = stage2(tmp_path / "s1", tmp_path / "s2", iters=1)
+    assert "mIoU" in metrics["target"]["atdt"]
+
+
+def test_carla_focal_is_a_dataset_option(tmp_path):
+    """The CARLA focal (859.238 px = 2048 / (2 tan 50 deg)) is --carla-focal / carla_focal,
+    passed to CARLA only (every other dataset of a run ignores it)."""
+    import math
+    from tests import trees
+    trees.carla(tmp_path, 1, (8, 12), ("train",))
+    trees.cityscapes(tmp_path, 1, (8, 12), ("train",))
+    default = build_dataset("carla", "train", (8, 12), str(tmp_path), labels=["depth"])
+    assert default[0]["focal"] == pytest.approx(2048 / (2 * math.tan(math.radians(50))), abs=1e-3)
+    ours = build_dataset("carla", "train", (8, 12), str(tmp_path), labels=["depth"], carla_focal=429.6)
+    assert ours[0]["focal"] == pytest.approx(429.6)
+    cs = build_dataset("cityscapes", "train", (8, 12), str(tmp_path), labels=["depth"], carla_focal=429.6)
+    proc = build_dataset("proc-a", "train", (32, 64), length=1, labels=["depth"], carla_focal=429.6)
+    assert cs[0]["focal"] != pytest.approx(429.6) and proc[0]["focal"] != pytest.approx(429.6)
+    args = train_tasks.get_args_parser().parse_args(["--carla-focal", "429.6"])
+    from lib.data import data_options
+    assert data_options(args, "src")["carla_focal"] == 429.6
+    with pytest.raises(engine.UserError, match="--carla-focal must be a positive"):
+        build_dataset("carla", "train", (8, 12), str(tmp_path), labels=["depth"], carla_focal=-1.0)
+
+
+@pytest.mark.parametrize("task1", ["edges", "autoencoder"])
+def test_table5_auxiliary_task_as_t1(tmp_path, task1):
+    """Table 5 (Sec. 6.3): base AT/DT with edges or image reconstruction as T1 (L2), then G."""
+    seen = []
+    real = train_tasks.task_loss
+
+    def spy(task, pred, batch, args):
+        seen.append((task, tuple(pred.shape)))
+        return real(task, pred, batch, args)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(train_tasks, "task_loss", spy)
+    try:
+        metrics = stage1(tmp_path / "s1", "--task1", task1, "--aux", "none", "--e1-align", "none", iters=1)
+    finally:
+        mp.undo()
+    channels = {"edges": (2, 32, 64), "autoencoder": (2, 3, 32, 64)}[task1]
+    assert (task1, channels) in seen
+    assert metrics["n1"] == {} and "mIoU" in metrics["n2"]["source"]
+    assert "mIoU" in stage2(tmp_path / "s1", tmp_path / "s2", iters=1)["target"]["atdt"]
+
+
+def test_table8_e2_alignment_lets_e2_see_b_for_its_term_only(tmp_path):
+    """Table 8: --e2-align nda / adv add eq. 3 or an adversarial term on E2(x_A), E2(x_B)."""
+    stage1(tmp_path / "nda", "--aux", "none", "--e1-align", "none", "--e2-align", "nda", iters=1)
+    step = [json.loads(line) for line in open(tmp_path / "nda" / "log.jsonl")][0]
+    assert step["nda_e2"] > 0 and "nda" not in step
+    stage1(tmp_path / "adv", "--aux", "none", "--e1-align", "none", "--e2-align", "adv", iters=1)
+    step = [json.loads(line) for line in open(tmp_path / "adv" / "log.jsonl")][0]
+    assert step["adv_e2"] > 0 and step["critic_e2"] > 0
+    assert "critic_e2" in torch.load(tmp_path / "adv" / "checkpoint.pth", weights_only=True)["models"]
+
+
+@pytest.mark.parametrize("flags,d2_on_b", [(["--e2-align", "nda"], False), (["--d2-align", "adv"], True)])
+def test_e2_sees_b_in_a_forward_of_its_own_and_d2_only_for_table9(flags, d2_on_b):
+    """Sec. 3.4 keeps B out of E2: under Tables 8-9 E2(x_B) is a forward of its own (the batch
+    statistics of the supervised A term stay A's), and D2 decodes it only for Table 9."""
+    args = train_tasks.get_args_parser().parse_args(TINY + ["--aux", "none", *flags])
+    args = apply_preset(args, train_tasks.PRESETS, [args.src, args.tgt], log=None)
+    _, net, _, _ = train_tasks.build(args, 11)
+    seen = {"e2": [], "d2": []}
+    net.n2.backbone.register_forward_hook(lambda m, i, o: seen["e2"].append(i[0].shape[0]))
+    decode = net.n2.decode
+    net.n2.decode = lambda f, size: seen["d2"].append(f.shape[0]) or decode(f, size)
+    out = net(torch.randn(2, 3, 32, 64), torch.randn(2, 3, 32, 64), "both")
+    assert seen["e2"] == [2, 2] and out["f2b"].shape[0] == 2
+    assert seen["d2"] == ([2, 2] if d2_on_b else [2]) and ("p2b" in out) == d2_on_b
+
+
+def test_table9_d2_output_alignment_trains_a_discriminator(tmp_path):
+    stage1(tmp_path / "s1", "--aux", "none", "--e1-align", "none", "--d2-align", "adv", iters=2)
+    ckpt = torch.load(tmp_path / "s1" / "checkpoint.pth", weights_only=True)
+    assert "disc_d2" in ckpt["models"] and ckpt["schedulers"]["disc_d2"]["last_epoch"] == 2
+    step = [json.loads(line) for line in open(tmp_path / "s1" / "log.jsonl")][0]
+    assert step["adv_d2"] > 0 and step["disc_d2"] > 0
+
+
+@pytest.mark.parametrize("align", ["nda", "adv", "nda+adv", "adv-d2"])
+def test_table10_g_output_alignment(depsem, tmp_path, align):
+    """Table 10 (Sec. 6.7): G also sees E1(x_B) and aligns its output across domains; only G
+    (and the critic) train, and model.pth is the plain inference model."""
+    out, _ = depsem
+    metrics = stage2(out / "s1", tmp_path / "s2", "--g-align", align, iters=2)
+    step = [json.loads(line) for line in open(tmp_path / "s2" / "log.jsonl") if '"transfer"' in line][0]
+    assert ("nda_g" in step) == ("nda" in align) and ("adv_g" in step) == ("adv" in align)
+    ckpt = torch.load(tmp_path / "s2" / "checkpoint.pth", weights_only=True)
+    assert ("critic" in ckpt["models"]) == ("adv" in align)
+    s1 = torch.load(out / "s1" / "checkpoint.pth", weights_only=True)["models"]
+    for k, v in ckpt["models"]["atdt"].items():
+        if k.startswith("decoders."):
+            assert torch.equal(v, s1["n2"][k]), k                    # D2 frozen, also under adv-d2
+    assert "mIoU" in metrics["target"]["atdt"]
+    with pytest.raises(engine.UserError, match="--g-align"):
+        stage2(out / "s1", tmp_path / "bad", "--g-align", align, "--supervised-g", iters=1)
+
+
+STUB = """import json, os, sys
+argv = sys.argv[1:]
+script, out = argv[0], argv[argv.index("--output-dir") + 1]
+os.makedirs(out, exist_ok=True)
+with open(os.path.join(os.path.dirname(out), "calls.txt"), "a") as f:
+    f.write(os.path.basename(out) + " " + script + "\\n")
+row = lambda k: {"mIoU": float(k), "acc": float(k) + 0.5}
+metrics = {"task2": "semantic", "target": {"atdt": row(1), "baseline": row(2)}}
+if "--oracle-checkpoint" in argv:
+    metrics["target"]["oracle"] = row(3)
+json.dump(metrics, open(os.path.join(out, "metrics.json"), "w"))
+"""
+
+
+def test_atdt_sh_table1_has_its_rows_whatever_table_ran_first(tmp_path):
+    """experiments/atdt.sh: table1's rows come from runs of their own (the plain N2 of the base
+    run as the baseline, the A = B run for both oracles), so a table3 that ran first, and
+    left depsem_full_G without oracle rows, cannot take them from table1."""
+    import subprocess
+    import sys
+    stub = tmp_path / "stub.py"
+    stub.write_text(STUB)
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\nif [ "$1" = "-" ]; then exec {sys.executable} "$@"; fi\n'
+                    f'exec {sys.executable} {stub} "$@"\n')
+    fake.chmod(0o755)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHON": str(fake), "DATA": str(tmp_path), "RUNS": str(tmp_path / "runs")}
+    for table in ("table3", "table1"):
+        p = subprocess.run(["bash", "experiments/atdt.sh", table], cwd=root, env=env,
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+    lines = {line.split("|")[1].strip(): line for line in p.stdout.splitlines() if line.startswith("| ")}
+    # (the stub's rows: atdt 1.0, baseline 2.0 of whichever run the row names)
+    assert "2.0000" in lines["baseline (N2 on B)"] and "1.0000" in lines["AT/DT"]
+    assert "1.0000" in lines["Transfer Oracle"] and "2.0000" in lines["Oracle"]
+    calls = (tmp_path / "runs" / "calls.txt").read_text().split("\n")
+    assert "depsem_base_seed0 train_tasks.py" in calls and "oracles_depsem_G_seed0 train_transfer.py" in calls
+    assert sum(c.startswith("depsem_full_G_seed0") for c in calls) == 1   # trained once, reused

@@ -257,6 +257,10 @@ def test_import_checkpoint_end_to_end_then_evaluate(tmp_path):
         assert not model.training and model.depth_block
         with torch.no_grad():
             torch.testing.assert_close(model(x)["semantic"], expected)
+        # re-scored as the official test scores: 1024x512 input, labels at their own size
+        args = evaluate.get_args_parser().parse_args(["--checkpoint", path, "--dataset", "cityscapes"])
+        evaluate.inherit_run_settings(args, ckpt["args"], "cityscapes")
+        assert args.native_labels is True and args.resize == [512, 1024] and args.batch_size == 1
     with pytest.raises(UserError, match="pass --no-depth"):
         nodepth = DadaNet("resnet18", num_classes=16, depth_block=False)
         import_checkpoint.main(parser.parse_args([_official_file(tmp_path, nodepth, "adv.pth"), "--out", out,
@@ -320,3 +324,201 @@ def test_registered_and_rebuilt_from_spec():
     spec = model_spec("dada", backbone="resnet18", num_classes=4, depth_block=False, pretrained="none")
     net = build_model(spec)
     assert isinstance(net, DadaNet) and net.num_classes == 4 and net.depth_block is False and net.depth is None
+
+
+# ----------------------------------------------------------------------------- official optimizer
+def _advent_1x_params(net):
+    """The backbone group as ADVENT's get_1x_lr_params_no_scale yields it (advent/model/
+    deeplabv2.py), duplicates and all: modules() of conv1, bn1, layer1..4, then each one's
+    parameters()."""
+    b = net.backbone
+    for root in (b.conv1, b.bn1, b.layer1, b.layer2, b.layer3, b.layer4):
+        for module in root.modules():
+            for p in module.parameters():
+                if p.requires_grad:
+                    yield p
+
+
+def test_official_repeats_resnet101_by_hand():
+    """conv1 once, each of the 33 blocks' three convs 3x, the 4 downsample convs 4x: 314
+    entries for 104 tensors, about 3x the nominal rate weighted by size."""
+    net = _meta(backbone="resnet101", num_classes=16)
+    counts = net.official_repeats()
+    b = net.backbone
+    assert counts[b.conv1.weight] == 1
+    assert counts[b.layer1[0].conv1.weight] == counts[b.layer3[22].conv2.weight] == 3
+    assert all(counts[getattr(b, f"layer{i}")[0].downsample[0].weight] == 4 for i in range(1, 5))
+    assert (len(counts), sum(counts.values())) == (1 + 33 * 3 + 4, 314)
+    assert sum(counts.values()) == len(list(_advent_1x_params(net)))
+    total = sum(p.numel() for p in counts)
+    weighted = sum(k * p.numel() for p, k in counts.items()) / total
+    assert 3.0 < weighted < 3.1
+    groups = net.param_groups(2.5e-4, official_repeats=True)
+    assert [counts[p] for p in groups[0]["params"]] == groups[0]["repeats"] and "repeats" not in groups[1]
+
+
+class _SGD12(torch.optim.Optimizer):
+    """PyTorch 1.2's SGD.step (momentum, weight decay, no dampening), as pytorch/pytorch#12218
+    quotes it: the decay is added into p.grad in place, the buffer lives in self.state[p]. Run
+    over a group that lists a tensor k times, it updates it k times in a row."""
+
+    def __init__(self, params, lr, momentum, weight_decay):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d_p = p.grad
+                d_p.add_(p, alpha=group["weight_decay"])
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    buf = state["momentum_buffer"] = torch.clone(d_p).detach()
+                else:
+                    buf = state["momentum_buffer"]
+                    buf.mul_(group["momentum"]).add_(d_p)
+                p.add_(buf, alpha=-group["lr"])
+
+
+def _official_group(net, lr):
+    """optim_parameters as the official code builds it: the 1x group with its duplicates, the
+    10x head (classifier + depth block, DADA's get_10x_lr_params)."""
+    head = [p for m in net.head_modules() for p in m.parameters()]
+    return [{"params": list(_advent_1x_params(net)), "lr": lr}, {"params": head, "lr": 10 * lr}]
+
+
+def _train(net, opt, steps=4, seed=0):
+    """`steps` SGD steps of CE + mean inverse depth on one fixed batch, under poly decay."""
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(2, 3, 32, 48, generator=g), torch.randint(0, 3, (2, 32, 48), generator=g)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: (1 - it / 10) ** 0.9)
+    net.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        logits, depth = net.forward_raw(x)
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        (F.cross_entropy(logits, y) + depth.mean()).backward()
+        opt.step()
+        sched.step()
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def _tiny_pair():
+    import copy
+    torch.manual_seed(0)
+    net = DadaNet("resnet-tiny", num_classes=3)
+    return net, copy.deepcopy(net)
+
+
+SGD_ARGS = dict(lr=0.05, momentum=0.9, weight_decay=0.05)   # large decay: the semantics show
+
+
+@pytest.mark.filterwarnings("ignore:optimizer contains a parameter group with duplicate parameters")
+def test_repeated_sgd_is_torch_sgd_over_the_official_group():
+    """semantics="torch2" gives torch.optim.SGD(foreach=False)'s weights, bit for bit, after
+    four steps over the official group (duplicates) of a small DADA net; plain SGD does not."""
+    from lib.optim import RepeatedSGD
+    a, b = _tiny_pair()
+    official = _train(a, torch.optim.SGD(_official_group(a, SGD_ARGS["lr"]), foreach=False, **SGD_ARGS))
+    ours = _train(b, RepeatedSGD(b.param_groups(SGD_ARGS["lr"], official_repeats=True), semantics="torch2",
+                                 **SGD_ARGS))
+    assert all(torch.equal(p, q) for p, q in zip(official, ours))
+    c, _ = _tiny_pair()
+    once = _train(c, torch.optim.SGD(c.param_groups(SGD_ARGS["lr"]), **SGD_ARGS))
+    assert not all(torch.equal(p, q) for p, q in zip(official, once))
+
+
+@pytest.mark.filterwarnings("ignore:optimizer contains a parameter group with duplicate parameters")
+def test_repeated_sgd_is_pytorch_1_2_sgd_over_the_official_group():
+    """semantics="torch1.2" (the paper preset's) gives PyTorch 1.2's step over the duplicated
+    group, bit for bit; it differs from PyTorch 2's (decay accumulated in .grad, one buffer)."""
+    from lib.optim import RepeatedSGD
+    a, b = _tiny_pair()
+    official = _train(a, _SGD12(_official_group(a, SGD_ARGS["lr"]), **SGD_ARGS))
+    ours = _train(b, RepeatedSGD(b.param_groups(SGD_ARGS["lr"], official_repeats=True), semantics="torch1.2",
+                                 **SGD_ARGS))
+    assert all(torch.equal(p, q) for p, q in zip(official, ours))
+    c, _ = _tiny_pair()
+    torch2 = _train(c, RepeatedSGD(c.param_groups(SGD_ARGS["lr"], official_repeats=True), semantics="torch2",
+                                   **SGD_ARGS))
+    assert not all(torch.equal(p, q) for p, q in zip(official, torch2))
+    d, _ = _tiny_pair()   # with every count 1 both are plain SGD
+    plain = _train(d, torch.optim.SGD(d.param_groups(SGD_ARGS["lr"]), **SGD_ARGS))
+    e, _ = _tiny_pair()
+    assert all(torch.equal(p, q) for p, q in zip(plain, _train(e, RepeatedSGD(e.param_groups(SGD_ARGS["lr"]),
+                                                                              **SGD_ARGS))))
+
+
+def test_repeated_sgd_resumes_exactly():
+    """state_dict / load_state_dict carry the counts and the shared buffers: 2 + 2 steps = 4."""
+    from lib.optim import RepeatedSGD
+    a, b = _tiny_pair()
+    whole = _train(a, RepeatedSGD(a.param_groups(0.05, official_repeats=True), **SGD_ARGS), steps=4)
+    opt = RepeatedSGD(b.param_groups(0.05, official_repeats=True), **SGD_ARGS)
+    _train(b, opt, steps=2)
+    fresh = RepeatedSGD(b.param_groups(0.05), **SGD_ARGS)          # counts 1 until loaded
+    fresh.load_state_dict(opt.state_dict())
+    assert fresh.param_groups[0]["repeats"] == opt.param_groups[0]["repeats"] and 4 in fresh.param_groups[0]["repeats"]
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 3, 32, 48, generator=g), torch.randint(0, 3, (2, 32, 48), generator=g)
+    sched = torch.optim.lr_scheduler.LambdaLR(fresh, lambda it: (1 - it / 10) ** 0.9)
+    sched.last_epoch = 2
+    for group, lr in zip(fresh.param_groups, (0.05, 0.5)):
+        group["lr"] = lr * (1 - 2 / 10) ** 0.9
+    for _ in range(2):
+        fresh.zero_grad()
+        logits, depth = b.forward_raw(x)
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=True)
+        (F.cross_entropy(logits, y) + depth.mean()).backward()
+        fresh.step()
+        sched.step()
+    torch.testing.assert_close([p.detach() for p in b.parameters()], whole, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="one count >= 1 per parameter"):
+        RepeatedSGD([{"params": [torch.nn.Parameter(torch.ones(1))], "repeats": [0]}], lr=0.1)
+
+
+# ----------------------------------------------------------------------------- official test upsampling
+def test_scoring_upsamples_dada_logits_once_to_the_label_size():
+    """ADVENT eval_UDA.py: logits -> label size in one bilinear upsampling (align_corners=True),
+    not to the input (align_corners=True) and then to the label (align_corners=False)."""
+    from lib.evaluation import evaluate_model, label_size
+    from lib.metrics import ConfusionMatrix
+    net = DadaNet("resnet-tiny", num_classes=4).eval()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(1, 3, 40, 56, generator=g), torch.randint(0, 4, (1, 75, 101), generator=g)
+    logits = torch.randn(1, 4, 6, 8, generator=g)      # stride-8 logits with spatial structure
+    net.forward_raw = lambda image: (logits, None)
+    with torch.no_grad():
+        once = F.interpolate(logits, size=(75, 101), mode="bilinear", align_corners=True)
+        twice = F.interpolate(F.interpolate(logits, size=(40, 56), mode="bilinear", align_corners=True),
+                              size=(75, 101), mode="bilinear", align_corners=False)
+        assert net(x)["semantic"].shape[-2:] == (40, 56) and label_size() is None   # outside scoring
+    assert (once - twice).abs().max() > 1e-3                      # the two protocols differ here
+    seen = []
+    cm = ConfusionMatrix(4)
+    cm.update(once.argmax(1), y)
+    got = evaluate_model(net, [{"image": x, "semantic": y}], "cpu", ["semantic"], 4, progress=False,
+                         on_batch=lambda batch, preds: seen.append(preds["semantic"]))
+    assert torch.equal(seen[0], once)
+    assert got["mIoU"] == cm.compute()["mIoU"] and got["per_class"] == cm.compute()["per_class"]
+
+
+def test_scoring_leaves_other_models_to_the_scorer():
+    """A model that does not read label_size (every other method) is scored as before: its
+    output resized by the Scorer (bilinear, align_corners=False)."""
+    from lib.evaluation import evaluate_model, resize_prediction
+    from lib.metrics import ConfusionMatrix
+    g = torch.Generator().manual_seed(2)
+    fixed = torch.randn(1, 3, 10, 14, generator=g)
+
+    class Fixed(nn.Module):
+        def forward(self, x):
+            return {"semantic": fixed.clone()}
+    y = torch.randint(0, 3, (1, 33, 47), generator=g)
+    cm = ConfusionMatrix(3)
+    cm.update(resize_prediction("semantic", fixed, (33, 47)).argmax(1), y)
+    got = evaluate_model(Fixed(), [{"image": torch.zeros(1, 3, 10, 14), "semantic": y}], "cpu",
+                         ["semantic"], 3, progress=False)
+    assert got["per_class"] == cm.compute()["per_class"]

@@ -408,14 +408,16 @@ def test_data_options_from_parsed_flags():
     parser = argparse.ArgumentParser()
     add_data_args(parser)
     args = parser.parse_args(["--classes", "16", "--resize", "64", "128", "--flip", "--photometric",
-                              "--focal-ref", "700", "--src-root", "/data/x", "--edges", "cache"])
+                              "--focal-ref", "700", "--src-root", "/data/x", "--edges", "cache",
+                              "--kitti-protocol", "eigen", "--carla-focal", "1000"])
     assert data_options(args, "src") == {"root": "/data/x", "classes": 16, "resize": [64, 128],
                                          "flip": True, "photometric": True, "focal_ref": 700.0,
-                                         "edges": "cache"}
+                                         "edges": "cache", "kitti_protocol": "eigen", "carla_focal": 1000.0}
     assert data_options(args, "tgt")["root"] is None
     default = data_options(parser.parse_args([]), "tgt")
     assert default == {"root": None, "classes": None, "resize": None, "flip": False,
-                       "photometric": False, "focal_ref": None, "edges": "compute"}
+                       "photometric": False, "focal_ref": None, "edges": "compute", "kitti_protocol": None,
+                       "carla_focal": None}
 
 
 def test_register_and_build_dataset(tiny, monkeypatch):

@@ -6,8 +6,10 @@ from the arrays the test put in it.
 """
 import json
 import os
+import re
 import shutil
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from lib.data import build_dataset
 from lib.data.base import IGNORE, DataError
 from lib.data.folder import Folder
 from lib.data.isprs import IsprsPotsdam, IsprsVaihingen
-from lib.data.kitti import KittiDepth
+from lib.data.kitti import KittiDepth, garg_box, garg_crop, project_velodyne
 from lib.data.mapillary import Mapillary
 from lib.data.nyuv2 import NYUv2
 from lib.engine import cli
@@ -441,6 +443,133 @@ def test_kitti_missing_image_and_size_mismatch(tmp_path):
     os.remove(image)
     with pytest.raises(DataError, match="image_02/0000000005.png: its RGB image .*data/0000000005.png"):
         _build("kitti_depth", tmp_path, "train", ("depth",))
+
+
+# ----------------------------------------------------------------------------- KITTI, Eigen's protocol
+def test_kitti_velodyne_projection_by_hand():
+    # Identity rectification; the scanner's axes turned to the camera's (x right = -y_velo,
+    # y down = -z_velo, z forward = x_velo); f = 100 px, principal point (20, 15); 30x40 image.
+    turn = np.array([[0, -1, 0], [0, 0, -1], [1, 0, 0]], float)
+    p_rect = np.array([[100, 0, 20, 0], [0, 100, 15, 0], [0, 0, 1, 0]], float)
+    points = np.array([[10.0, -1.0, 0.5, 0.3],    # camera (1, -0.5, 10): u = 10 + 20 = 30, v = -5 + 15 = 10
+                       [20.0, -2.0, 1.0, 0.9],    # the same ray at 20 m: same pixel, farther: loses
+                       [-5.0, 0.0, 0.0, 0.1],     # behind the scanner: dropped
+                       [4.0, 2.0, 0.0, 0.5],      # camera (-2, 0, 4): u = -50 + 20 = -30: left of the image
+                       [8.0, 0.0, 0.0, 0.2]],     # camera (0, 0, 8): u = 20, v = 15
+                      np.float32)
+    depth = project_velodyne(points, np.hstack([turn, np.zeros((3, 1))]), np.eye(3), p_rect, (30, 40))
+    expected = np.zeros((30, 40), np.float32)
+    expected[10 - 1, 30 - 1] = 10.0            # pixel (round(v) - 1, round(u) - 1): the devkit's 1-based shift
+    expected[15 - 1, 20 - 1] = 8.0
+    assert np.array_equal(depth, expected)
+    # T = (0.4, 0.16, 0) moves the camera off the scanner, so the two points of one ray part:
+    # (1.4, -0.34, 10) -> u = 14 + 20 = 34, v = -3.4 + 15 = 11.6; (2.4, -0.84, 20) -> u = 12 + 20 = 32,
+    # v = -4.2 + 15 = 10.8; (0.4, 0.16, 8) -> u = 5 + 20 = 25, v = 2 + 15 = 17; (-1.6, 0.16, 4) -> u = -20
+    depth = project_velodyne(points, np.hstack([turn, [[0.4], [0.16], [0.0]]]), np.eye(3), p_rect, (30, 40))
+    expected = np.zeros((30, 40), np.float32)
+    expected[12 - 1, 34 - 1], expected[11 - 1, 32 - 1], expected[17 - 1, 25 - 1] = 10.0, 20.0, 8.0
+    assert np.allclose(depth, expected, rtol=1e-6, atol=0) and np.count_nonzero(depth) == 3
+
+
+@pytest.mark.parametrize("h, w, box", [
+    (375, 1242, (153, 371, 44, 1197)),   # 0.40810811 x 375 = 153.04, 0.99189189 x 375 = 371.96, 44.65, 1197.35
+    (370, 1224, (151, 366, 43, 1180)),   # 151.0000007, 366.9999993, 43.999997, 1180.000003: truncated
+])
+def test_kitti_garg_crop_fractions(h, w, box):
+    assert garg_box(h, w) == box
+    top, bottom, left, right = box
+    inside = np.zeros((h, w), np.float32)
+    inside[top:bottom, left:right] = 1
+    assert np.array_equal(garg_crop(np.ones((h, w), np.float32)), inside)
+
+
+DATE2 = DRIVE2[:10]
+
+
+def _kitti_eigen(root):
+    """Three listed frames with scans (one without an annotated map) on two dates, and their lidar
+    depth maps as the tree wrote them: {stem: (record name, lidar HxW)}."""
+    frames = [trees.kitti_frame(root, "train", DRIVE, "0000000005", (375, 1242), velodyne=True),
+              trees.kitti_frame(root, "val", DRIVE2, "0000000007", (370, 1224), velodyne=True),
+              trees.kitti_frame(root, "val", DRIVE, "0000000009", (375, 1242), gt=False, velodyne=True)]
+    trees.kitti_calib(root, "2011_09_26", (375, 1242))
+    trees.kitti_calib(root, DATE2, (370, 1224))
+    (root / "kitti_depth" / "eigen_test_files.txt").write_text(
+        f"{DATE2}/{DRIVE2}/image_02/data/0000000007.png\n2011_09_26/{DRIVE}/image_02/data/0000000009.png\n"
+        f"2011_09_26/{DRIVE}/image_02/data/0000000005.png\n")
+    return frames
+
+
+def test_kitti_eigen_reads_the_raw_scans_and_keeps_frames_without_annotated_depth(tmp_path):
+    frames = _kitti_eigen(tmp_path)
+    with pytest.warns(UserWarning, match="1 frames"):
+        annotated = _build("kitti_depth", tmp_path, "test", ("depth",))
+    assert len(annotated) == 2 and annotated.depth_protocol.startswith("annotated")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                       # no frame is left out
+        eigen = _build("kitti_depth", tmp_path, "test", ("depth",), kitti_protocol="eigen", resize=(8, 24))
+    as_test = [re.sub(r"/(train|val)/", "/test/", f.name) for f in frames]
+    assert [r["name"] for r in eigen.records] == sorted(as_test)
+    assert eigen.depth_protocol == "eigen (raw velodyne LiDAR projected to the image, Garg crop)"
+    by_stem = {f.name.rsplit("/", 1)[-1]: f for f in frames}
+    for i, rec in enumerate(eigen.records):
+        lidar = by_stem[rec["name"].rsplit("/", 1)[-1]].arrays["lidar"]
+        h, w = lidar.shape
+        rows = slice(int(0.40810811 * h), int(0.99189189 * h))     # Garg et al.'s crop
+        cols = slice(int(0.03594771 * w), int(0.96405229 * w))
+        expected = np.zeros_like(lidar)
+        expected[rows, cols] = lidar[rows, cols]
+        assert (lidar > 0).sum() > (expected > 0).sum() > 100      # the crop drops points, keeps most
+        sample = eigen[i]
+        assert tuple(sample["image"].shape) == (3, 8, 24)          # only the image follows --resize
+        assert np.allclose(sample["depth"].numpy(), expected, rtol=1e-5, atol=0)   # the scan's own size
+        assert tuple(eigen.load_raw(rec)["image"].shape) == (h, w, 3)             # no KB crop
+    # training (UM-Adapt-S's labelled batches): the whole scan, resized with the image
+    train = _build("kitti_depth", tmp_path, "test", ("depth",), kitti_protocol="eigen", train=True)
+    assert not train.native_labels
+    lidar = by_stem["0000000005"].arrays["lidar"]
+    assert np.allclose(train.load_raw(train.records[0])["depth"], lidar, rtol=1e-5, atol=0)
+
+
+def test_kitti_eigen_missing_scan_or_calibration_is_one_error_line(tmp_path, capsys):
+    frames = _kitti_eigen(tmp_path)
+    raw = tmp_path / "kitti_depth" / "raw"
+
+    def error():
+        with pytest.raises(SystemExit):
+            cli(lambda _: _build("kitti_depth", tmp_path, "test", ("depth",), kitti_protocol="eigen")[0], None)
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        return err
+    scan = frames[0].paths["velodyne"]
+    os.rename(scan, scan + ".x")
+    err = error()
+    assert f"missing velodyne scan {scan};" in err and "raw/{date}/{drive}/velodyne_points/data/{frame}.bin" in err
+    os.rename(scan + ".x", scan)
+    calib = raw / DATE2 / "calib_velo_to_cam.txt"
+    os.rename(calib, str(calib) + ".x")
+    err = error()
+    assert f"missing calibration file {calib};" in err and "raw/{date}/calib_velo_to_cam.txt (R, T)" in err
+    os.rename(str(calib) + ".x", calib)
+    cam = raw / "2011_09_26" / "calib_cam_to_cam.txt"          # of the first record (sorted names)
+    cam.write_text("calib_time: x\nP_rect_02: " + " ".join(["1"] * 12) + "\n")
+    err = error()
+    assert f"{cam}: no 'R_rect_00:' line of 9 numbers" in err and "calib_cam_to_cam.txt (R_rect_00" in err
+    trees.kitti_calib(tmp_path, "2011_09_26", (375, 1242))
+    with open(scan, "ab") as fh:
+        fh.write(b"\0" * 4)                                    # one float too many
+    err = error()
+    assert f"{scan}: " in err and "not whole 16-byte points" in err and "float32 x, y, z, reflectance" in err
+    with pytest.raises(DataError, match="--kitti-protocol must be annotated or eigen, got 'raw'"):
+        _build("kitti_depth", tmp_path, "test", ("depth",), kitti_protocol="raw")
+
+
+def test_kitti_protocol_option_reaches_kitti_only(tmp_path):
+    trees.nyuv2(tmp_path, 1, splits=("train",))
+    nyu = _build("nyuv2", tmp_path, "train", ("depth",), kitti_protocol="eigen")   # ignored, not an error
+    assert len(nyu) == 1 and not hasattr(nyu, "kitti_protocol")
+    proc = build_dataset("proc-a", "val", (H, W), length=1, labels=["depth"], kitti_protocol="eigen")
+    assert len(proc) == 1
 
 
 # ----------------------------------------------------------------------------- folder

@@ -7,6 +7,7 @@ networks saved as real checkpoints, so every run takes well under a second.
 """
 import argparse
 import json
+import math
 import os
 
 import numpy as np
@@ -18,6 +19,7 @@ import evaluate
 from lib import engine, vis
 from lib.data import build_dataset
 from lib.data.labels import CITYSCAPES_TO, CLASS_NAMES, TRAINID_TO_LABELID_19
+from lib.evaluation import evaluate_model, scoring_loader
 from lib.models import MODELS, model_spec
 from tests import trees
 
@@ -452,3 +454,132 @@ def test_negative_transfer_rate_against_a_reference(fixed_ckpt, tmp_path):
     with pytest.raises(engine.UserError, match="check --reference"):
         run_eval("--checkpoint", a, "--reference", tmp_path / "none.pth", "--dataset", "proc-b",
                  "--device", "cpu", "--output-dir", tmp_path / "ev3")
+
+
+# ----------------------------------------------------------------------------- depth protocols
+KITTI_VAL = trees.KITTI_DRIVES["val"]
+
+
+def kitti_eigen_tree(root):
+    """The val frame of trees.kitti (Eigen test list: its frame) plus a listed frame without an
+    annotated map; returns the two frames' lidar maps in list order."""
+    tree = trees.kitti(root, 1, splits=("val",))
+    extra = trees.kitti_frame(root, "val", KITTI_VAL, "0000000009", gt=False, velodyne=True)
+    with open(root / "kitti_depth" / "eigen_test_files.txt", "a") as fh:
+        fh.write(f"{KITTI_VAL[:10]}/{KITTI_VAL}/image_02/data/0000000009.png\n")
+    return [tree.frames[0].arrays["lidar"], extra.arrays["lidar"]]
+
+
+def garg_by_hand(lidar):
+    """The scan's depth inside Garg et al.'s crop, 0 elsewhere (fractions of the frame, truncated)."""
+    h, w = lidar.shape
+    out = np.zeros_like(lidar)
+    rows, cols = slice(int(0.40810811 * h), int(0.99189189 * h)), slice(int(0.03594771 * w), int(0.96405229 * w))
+    out[rows, cols] = lidar[rows, cols]
+    return out
+
+
+def test_kitti_eigen_protocol_scores_all_frames_in_the_garg_crop_to_80m(fixed_ckpt, tmp_path, capsys):
+    lidars = kitti_eigen_tree(tmp_path)
+    gts = [garg_by_hand(x) for x in lidars]
+    assert all((x > 0).sum() > (g > 0).sum() for x, g in zip(lidars, gts))       # the crop drops points
+    assert all((g >= 80).any() and ((g > 0) & (g < 80)).any() for g in gts)       # and the cap others
+    ckpt = fixed_ckpt(tmp_path / "run" / "model.pth", tasks=["depth"], depth=5.0)
+    m = run_eval("--checkpoint", ckpt, "--dataset", "kitti_depth", "--split", "test", "--data-root", tmp_path,
+                 "--kitti-protocol", "eigen", "--resize", 24, 80, "--device", "cpu")
+    out = capsys.readouterr().out
+    assert m["samples"] == 2                                  # the frame without an annotated map too
+    assert m["abs_rel"] == pytest.approx(eigen_abs_rel(5.0, gts, 1e-3, 80.0), rel=1e-5)
+    protocol = ("eigen (raw velodyne LiDAR projected to the image, Garg crop), labels at their own "
+                "resolution, 0.001 < depth < 80 m")
+    assert m["depth_protocol"] == protocol and f"depth protocol: {protocol}" in out
+    assert set(FixedNet.seen) == {(24, 80)}                    # the image resized, one at a time
+    saved = strict_load(tmp_path / "run" / "eval-model-kitti_depth-test-eigen" / "metrics.json")
+    assert saved["depth_protocol"] == protocol and saved["abs_rel"] == pytest.approx(m["abs_rel"])
+    with pytest.warns(UserWarning, match="1 frames"):
+        a = run_eval("--checkpoint", ckpt, "--dataset", "kitti_depth", "--split", "test", "--data-root",
+                     tmp_path, "--resize", 24, 80, "--device", "cpu")
+    assert a["samples"] == 1 and a["depth_protocol"] == ("annotated (annotated depth maps, KB crop 352x1216), "
+                                                         "labels resized to 24x80, 0.001 < depth < 80 m")
+    assert strict_load(tmp_path / "run" / "eval-model-kitti_depth-test" / "metrics.json")["samples"] == 1
+
+
+def test_scripts_scoring_names_and_records_the_kitti_protocol(fixed_ckpt, tmp_path, capsys):
+    """lib.evaluation as every training script scores: the protocol in its printed line and its
+    result, recorded in args.scoring, and evaluate.py re-scores a checkpoint the same way."""
+    gts = [garg_by_hand(x) for x in kitti_eigen_tree(tmp_path)]
+    args = argparse.Namespace(size=[24, 80], data_root=str(tmp_path), proc_length=None, eval_batches=None,
+                              workers=0)
+    loader = scoring_loader("kitti_depth", ["depth"], args, "--tgt", 4, split="test", resize=(24, 80),
+                            kitti_protocol="eigen")
+    rec = args.scoring[-1]
+    assert (rec["kitti_protocol"], rec["native_labels"], rec["batch_size"]) == ("eigen", True, 1)
+    m = evaluate_model(FixedNet(tasks=["depth"]), loader, "cpu", ["depth"])
+    assert m["depth_protocol"].startswith("eigen (raw velodyne LiDAR")
+    assert m["depth_protocol"].endswith("labels at their own resolution, 0.001 < depth < 80 m")
+    assert f"[eval] kitti_depth test depth protocol: {m['depth_protocol']}" in capsys.readouterr().out
+    assert m["abs_rel"] == pytest.approx(eigen_abs_rel(5.0, gts, 1e-3, 80.0), rel=1e-5)
+    ckpt = fixed_ckpt(tmp_path / "run" / "model.pth", {"tgt": "kitti_depth", "scoring": args.scoring},
+                      tasks=["depth"], depth=5.0)
+    again = run_eval("--checkpoint", ckpt, "--split", "test", "--data-root", tmp_path, "--device", "cpu")
+    assert again["depth_protocol"] == m["depth_protocol"] and again["samples"] == 2   # no flag: the run's
+    assert again["abs_rel"] == pytest.approx(m["abs_rel"], rel=1e-6)
+
+
+def test_nyuv2_depth_on_resized_or_native_labels(fixed_ckpt, tmp_path):
+    """UM-Adapt scores NYUv2 on labels resized with the image to 240x320 (its preset; the paper
+    does not say); --native-labels scores the 480x640 maps. Here 30x40 frames resized to 15x20."""
+    tree = trees.nyuv2(tmp_path, 2, splits=("test",))
+    depths = [f.arrays["depth"] / 1000.0 for f in tree.frames]
+    ckpt = fixed_ckpt(tmp_path / "run" / "model.pth", tasks=["depth"], depth=2.0)
+    common = ("--checkpoint", ckpt, "--dataset", "nyuv2", "--split", "test", "--data-root", tmp_path,
+              "--resize", 15, 20, "--max-depth", 10, "--device", "cpu")
+    resized = run_eval(*common, "--output-dir", tmp_path / "r")
+    native = run_eval(*common, "--native-labels", "--output-dir", tmp_path / "n")
+    # nearest-exact halving keeps rows and columns 1, 3, 5, ...
+    halved = [d[1::2, 1::2] for d in depths]
+    assert resized["abs_rel"] == pytest.approx(eigen_abs_rel(2.0, halved, 1e-3, 10.0), rel=1e-5)
+    assert native["abs_rel"] == pytest.approx(eigen_abs_rel(2.0, depths, 1e-3, 10.0), rel=1e-5)
+    assert abs(native["abs_rel"] - resized["abs_rel"]) > 1e-3          # the resolution matters here
+    assert resized["depth_protocol"] == "labels resized to 15x20, 0.001 < depth < 10 m"
+    assert native["depth_protocol"] == "labels at their own resolution, 0.001 < depth < 10 m"
+
+
+def test_rescoring_inherits_the_runs_carla_focal(tmp_path):
+    """--carla-focal is part of a run's scoring record: re-scoring CARLA uses the run's focal
+    unless the command line gives one (the focal converts depth between camera conventions)."""
+    from tests import trees
+    trees.carla(tmp_path, 1, (8, 12), ("val",))
+    record = {"dataset": "carla", "role": "--src", "split": "val", "size": [32, 48], "batch_size": 1,
+              "max_batches": None, "native_labels": False, "proc_length": None, "root": None,
+              "classes": 11, "resize": None, "focal_ref": None, "kitti_protocol": None,
+              "carla_focal": 1000.0}
+
+    def settled(*flags):
+        args = evaluate.get_args_parser().parse_args(["--checkpoint", "unused.pth", "--dataset", "carla",
+                                                      "--data-root", str(tmp_path),
+                                                      "--split", "val", *flags])
+        evaluate.inherit_run_settings(args, {"scoring": [record]}, "carla")
+        return args, evaluate.build_split("carla", ["depth"], args.size, args)[0]["focal"]
+    args, focal = settled()
+    given, focal_given = settled("--carla-focal", "500")
+    assert args.carla_focal == 1000.0 and given.carla_focal == 500.0
+    assert float(focal) == pytest.approx(2 * float(focal_given))     # focal scales with the flag
+
+
+def test_rescoring_heights_counts_the_ground_as_the_run_did():
+    """A SemiMTL height run records RMSE's floor (rmse_min_depth 0: ISPRS ground, 1/65535, lies
+    under --min-depth); evaluate.py takes it from the run and scores through the same floor."""
+    from lib.evaluation import evaluate_model
+
+    class Heights(torch.nn.Module):
+        def forward(self, x):
+            return {"depth": torch.tensor([[[0.3, 0.5]]]).expand(x.shape[0], 1, 2)}
+    batch = {"image": torch.zeros(1, 3, 1, 2), "depth": torch.tensor([[[1 / 65535, 0.5]]])}
+    args = evaluate.get_args_parser().parse_args(["--checkpoint", "unused.pth", "--dataset", "proc-b"])
+    evaluate.inherit_run_settings(args, {"rmse_min_depth": 0.0}, "proc-b")
+    assert args.rmse_min_depth == 0.0
+    out = evaluate_model(Heights(), [batch], "cpu", ["depth"], absolute_min_depth=args.rmse_min_depth,
+                         progress=False)
+    assert out["rmse"] == pytest.approx(math.sqrt((0.3 - 1 / 65535) ** 2 / 2)) and out["abs_rel"] == 0.0
+    assert evaluate_model(Heights(), [batch], "cpu", ["depth"], progress=False)["rmse"] == 0.0

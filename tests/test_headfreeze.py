@@ -308,3 +308,162 @@ def test_bench_times_the_headfreeze_step():
     h = res["headfreeze"]
     assert h["step_ms"] == pytest.approx(h["forward_ms"] + h["backward_ms"] + h["optimizer_ms"])
     assert h["images_per_s"] == pytest.approx(1 / (h["step_ms"] / 1000))
+
+
+# ----------------------------------------------------------------------------- issue 21, items 9-14
+def test_face_commands_report_the_test_split(tmp_path):
+    """Sec. 4.1 splits the face subjects 70/15/15 and reports test: every face command of
+    experiments/headfreeze.sh names --val-split test (the indoor ones score NYUv2's val, its
+    official test split); none selects a model."""
+    import os
+    import subprocess
+    env = {**os.environ, "PYTHON": "echo", "RUNS": str(tmp_path), "SFSYN": "S", "SFSYN_FRONT": "F",
+           "FACEWH": "W", "DATA": "D", "INDOOR_SRC": "I"}
+    for cmd in ("table1_faces", "table2_faces", "table3", "table1_indoor"):
+        out = subprocess.run(["bash", "experiments/headfreeze.sh", cmd], capture_output=True, text=True,
+                             env=env, check=True).stdout.splitlines()
+        assert out and all(line.startswith("train_headfreeze.py") for line in out)
+        faces = "--anchor keypoints" in out[0]
+        assert all(("--val-split test" in line) == faces for line in out), cmd
+        assert not any("select" in line for line in out)
+
+
+def test_lambda_rule_is_measured_before_training_and_recorded(tmp_path):
+    """Sec. 4.4's rule (--lambda-anchor auto): lambda = L_Sm / mean(L_Sa, L_Ta) on the first
+    batches, logged and kept in metrics.json and the checkpoint. Measuring leaves no trace: a run
+    with that value given as a fixed --lambda-anchor ends with the same weights bit for bit (BN
+    buffers restored, random streams untouched). A resume keeps the measured value."""
+    m = run(tmp_path / "auto", "--variant", "mtl-both-anchor", "--lambda-anchor", "auto", "--seed", "2")
+    lam = m["lambda"]
+    got = lam["measured"]
+    assert lam["rule"] == {"anchor": "auto", "kp_depth": "fixed"} and set(got) == {"Sm", "S_ce", "T_ce"}
+    assert lam["lambda_anchor"] == pytest.approx(got["Sm"] / ((got["S_ce"] + got["T_ce"]) / 2))
+    log = [json.loads(line) for line in open(tmp_path / "auto" / "log.jsonl")]
+    assert [r["lambda_anchor"] for r in log if r.get("event") == "lambda"] == [lam["lambda_anchor"]]
+    fixed = run(tmp_path / "fixed", "--variant", "mtl-both-anchor", "--lambda-anchor", repr(lam["lambda_anchor"]),
+                "--seed", "2")
+    assert fixed["lambda"]["rule"]["anchor"] == "fixed" and "measured" not in fixed["lambda"]
+    a, b = _weights(tmp_path / "auto" / "model.pth"), _weights(tmp_path / "fixed" / "model.pth")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    common = ("--variant", "headfreeze", "--lambda-anchor", "auto", "--freeze-at", "1")
+    run(tmp_path / "part", *common, "--stop-at", "1", iters=3)
+    first = torch.load(tmp_path / "part" / "checkpoint.pth", weights_only=True)["extra"]["lambda"]
+    resumed = run(tmp_path / "part", *common, "--resume", "auto", iters=3)
+    assert resumed["lambda"] == first
+    log = [json.loads(line) for line in open(tmp_path / "part" / "log.jsonl")]
+    assert sum(r.get("event") == "lambda" for r in log) == 1
+
+
+def test_lambda_rule_balances_keypoint_depth_too(tmp_path):
+    """With the keypoint anchor, --lambda-kp-depth auto = heatmap / depth loss (raw depths
+    cannot swamp the heatmaps), then lambda balances the anchor against the cosine loss."""
+    _face_tree(tmp_path, "syn")
+    _face_tree(tmp_path, "real")
+    m = hf.main(hf.get_args_parser().parse_args(
+        ["--src", "folder", "--src-root", str(tmp_path / "syn"), "--tgt", "folder", "--tgt-root",
+         str(tmp_path / "real"), "--anchor", "keypoints", "--keypoints", "3", "--keypoint-depth",
+         "--variant", "mtl-both-anchor", "--iters", "1", "--preset", "cpu", "--lambda-anchor", "auto",
+         "--lambda-kp-depth", "auto", "--size", "24", "40", "--batch-size", "2", "--workers", "0",
+         "--device", "cpu", "--fpn-width", "16", "--output-dir", str(tmp_path / "run")]))
+    got, lam = m["lambda"]["measured"], m["lambda"]
+    heat, depth = (got["S_heat"] + got["T_heat"]) / 2, (got["S_depth"] + got["T_depth"]) / 2
+    assert lam["lambda_kp_depth"] == pytest.approx(heat / depth)
+    assert lam["lambda_anchor"] == pytest.approx(got["Sm"] / (2 * heat))
+
+
+def test_paper_preset_measures_lambda_and_names_the_switch_and_layers_as_ours():
+    from lib.args import apply_preset
+    args = hf.get_args_parser().parse_args(["--src", "folder", "--tgt", "nyuv2"])
+    apply_preset(args, hf.PRESETS, [args.src, args.tgt], log=None)
+    assert (args.lambda_anchor, args.lambda_kp_depth, args.freeze_after) == ("auto", "auto", 2)
+    cpu = apply_preset(parse(), hf.PRESETS, ["proc-a", "proc-b"], log=None)
+    assert (cpu.lambda_anchor, cpu.lambda_kp_depth) == (1.0, 1.0)
+    assert "ours" in hf.PRESETS["freeze_at"][1] and "ours" in hf.PRESETS["freeze_after"][1]
+    assert hf.resolve_variant(parse("--iters", "10")).freeze_at == 5
+    with pytest.raises(SystemExit):
+        hf.get_args_parser().parse_args(["--lambda-anchor", "lots"])
+
+
+@pytest.mark.parametrize("after, frozen", [
+    (3, {"heads", "kp_depth"}), (2, {"up3", "lat1", "heads", "kp_depth"}),
+    (1, {"up2", "lat2", "up3", "lat1", "heads", "kp_depth"})])
+def test_freeze_after_picks_the_layers_to_freeze(after, frozen):
+    net = HeadFreezeNet("resnet-tiny", tasks={"normals": 3, "keypoints": 2}, width=8, keypoint_depth=2,
+                        freeze_after=after)
+    net.freeze_head()
+    assert {n.split(".")[0] for n, p in net.named_parameters() if not p.requires_grad} == frozen
+
+
+def test_freeze_after_reaches_the_run(tmp_path):
+    m = run(tmp_path, "--variant", "headfreeze", "--freeze-at", "1", "--freeze-after", "1")
+    assert (m["freeze_at"], m["freeze_after"], m["head_frozen"]) == (1, 1, True)
+    ckpt = torch.load(tmp_path / "model.pth", weights_only=True)
+    assert ckpt["model_specs"]["model"]["kwargs"]["freeze_after"] == 1
+
+
+def test_joint_bn_normalises_both_domains_in_one_pass(tmp_path):
+    """--joint-bn: one forward of source and target together, so BN's running statistics are
+    those of the joint batch; by default one forward per domain (the paper is silent)."""
+    args, model, discs, optims, src, tgt = _step_inputs(tmp_path, "mtl-both-anchor")
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    bn = next(k for k in start if k.endswith("running_mean"))
+    model(torch.cat([src["image"], tgt["image"]]))              # the reference: one joint pass
+    joint_ref = model.state_dict()[bn].clone()
+    results = {}
+    for joint in (True, False):
+        model.load_state_dict(start)
+        args.joint_bn = joint
+        hf.train_step(model, discs, src, tgt, optims, engine.Amp("off", args.device), args, 1)
+        results[joint] = model.state_dict()[bn].clone()
+    assert torch.allclose(results[True], joint_ref, atol=1e-6)
+    assert not torch.allclose(results[False], joint_ref, atol=1e-6)
+    out_s, out_t = hf.forward(model, src, tgt, args)
+    assert out_s["normals"].shape[0] == src["image"].shape[0] and set(out_t["feats"]) == set(hf.LEVELS + ("p2",))
+
+
+def test_headfreeze_da_schedules_start_at_the_switch():
+    """HeadFreeze+DA trains its adversary from the switch: Ganin's p is 0 there (so is the
+    reversal weight) and the discriminators' poly decay starts there; the network's runs from 0."""
+    args = hf.resolve_variant(parse("--variant", "headfreeze+da", "--da", "feature", "--iters", "10",
+                                    "--freeze-at", "4"))
+    assert [hf.grl_progress(args, it) for it in (0, 4, 7, 10)] == [0.0, 0.0, 0.5, 1.0]
+    feats = [{k: torch.randn(2, 4, 3, 3, requires_grad=True) for k in hf.LEVELS} for _ in range(2)]
+    discs = {k: torch.nn.Conv2d(4, 1, 1) for k in hf.LEVELS}
+    terms, _, _ = hf.adversarial_terms(discs, {"feats": feats[0]}, {"feats": feats[1]}, args, 4)
+    terms["grl"].backward()
+    assert all(f[k].grad.abs().max() == 0 for f in feats for k in hf.LEVELS)   # weight 0 at the switch
+    base = hf.resolve_variant(parse("--variant", "baseline+da", "--da", "feature", "--iters", "10"))
+    assert hf.grl_progress(base, 5) == 0.5
+    nets = {n: torch.nn.Linear(1, 1) for n in ("model", "d_p5")}
+    optims = {n: torch.optim.Adam(m.parameters(), lr=1.0) for n, m in nets.items()}
+    scheds = hf.schedulers(optims, args)
+    lrs = []
+    for _ in range(10):
+        lrs.append({n: o.param_groups[0]["lr"] for n, o in optims.items()})
+        for o in optims.values():
+            o.step()                         # no gradients: nothing moves, the order is kept
+        for s in scheds.values():
+            s.step()
+    assert [r["d_p5"] for r in lrs[:5]] == [1.0] * 5
+    assert lrs[7]["d_p5"] == pytest.approx((1 - 3 / 6) ** 0.9)
+    assert lrs[7]["model"] == pytest.approx((1 - 7 / 10) ** 0.9)
+
+
+def test_eval_every_scores_the_source_val_split(tmp_path, monkeypatch):
+    """--eval-every N scores the source's val split every N steps (a curve to pick the switch
+    or the stop on), logged; the reported model stays the last and the reported numbers come
+    from --val-split (here test). A target label is never read by it."""
+    seen = []
+    real = hf.score
+
+    def spy(net, loader, *a):
+        seen.append((loader.dataset.domain, loader.dataset.split))
+        return real(net, loader, *a)
+    monkeypatch.setattr(hf, "score", spy)
+    m = run(tmp_path, "--variant", "headfreeze", "--freeze-at", "1", "--eval-every", "1",
+            "--val-split", "test", iters=3)
+    assert seen == [("a", "val"), ("a", "val"), ("a", "test"), ("b", "test")]
+    log = [json.loads(line) for line in open(tmp_path / "log.jsonl")]
+    curve = [r["iter"] for r in log if "source_val" in r]
+    assert curve == [1, 2] and {"mean", "median"} <= set(next(r for r in log if "source_val" in r)["source_val"])
+    assert m["selection"] == "last" and m["val_split"] == "test"

@@ -335,3 +335,158 @@ def test_bench_times_the_semimtl_step():
     d = res["semimtl"]
     assert d["step_ms"] == pytest.approx(d["forward_ms"] + d["backward_ms"] + d["optimizer_ms"])
     assert d["images_per_s"] == pytest.approx(2 / (d["step_ms"] / 1000))
+
+
+# ----------------------------------------------------------------------------- issue 21, items 6-8
+def test_encnet_scaling_resizes_before_the_crop_and_divides_depth():
+    """EncNet's augmentation (Sec. 4.1 "following [65]"): scale the whole image, then crop. At a
+    scale of 2, nearest labels are the originals, depth is halved for the inverse-depth target
+    (the scene looks twice as close) and kept as it is for heights."""
+    from lib.data import transforms as T
+    from lib.data.procedural import ProceduralScenes
+    raw = ProceduralScenes("b", "train", (32, 64), labels=("semantic", "depth"))
+    for divide in (True, False):
+        data = sm.ScaleAugmented(raw, (32, 64), (2.0, 2.0), 0.0, False, False, divide_depth=divide)
+        with engine._isolated_rng(0):
+            out = data[0]
+        assert out["image"].shape == (3, 32, 64) and out["depth"].shape == (32, 64)
+        depths = set(raw[0]["depth"].unique().tolist())
+        got = out["depth"].unique()
+        assert set((got * 2 if divide else got).tolist()) <= {float(torch.tensor(d).float()) for d in depths}
+        assert set(out["semantic"].unique().tolist()) <= set(raw[0]["semantic"].unique().tolist())
+    small = T.scale_sample({"image": torch.rand(3, 8, 8), "depth": torch.full((8, 8), 4.0)}, 0.5, True)
+    assert small["image"].shape == (3, 4, 4) and small["depth"].unique().tolist() == [8.0]
+    padded = T.paired_transform(small, (8, 8), train=True)    # EncNet pads what got smaller
+    assert (padded["depth"] == 0).sum() == 64 - 16
+
+
+def test_rotation_turns_the_content_on_the_pixel_grid_and_pads_with_invalid():
+    from lib.data import transforms as T
+    image = torch.zeros(3, 5, 5)
+    image[:, 0, 2] = 1.0                                    # a mark at the top centre
+    sem = torch.zeros(5, 5, dtype=torch.long)
+    sem[0, 2] = 3
+    out = T.rotate_sample({"image": image, "semantic": sem, "depth": torch.ones(5, 5), "name": "x"}, 90)
+    assert out["image"][0, 2, 0] == 1 and out["semantic"][2, 0] == 3   # counter-clockwise: to the left
+    wide = T.rotate_sample({"image": torch.rand(3, 8, 16), "semantic": torch.zeros(8, 16, dtype=torch.long),
+                            "depth": torch.ones(8, 16)}, 10)
+    assert wide["semantic"][0, 0] == 255 and wide["depth"][0, 0] == 0 and wide["depth"][4, 8] == 1
+    with pytest.raises(ValueError, match="normal"):
+        T.rotate_sample({"image": image, "normals": torch.zeros(3, 5, 5)}, 5)
+
+
+def test_scaling_and_rotation_reach_the_training_batches(tmp_path):
+    """--scale-range / --rotate wrap every training set (the paper preset's EncNet pipeline);
+    a run with them trains end to end."""
+    args = parse(*TINY, "--scale-range", "0.5", "2", "--rotate", "10")
+    data = sm.train_datasets(args, sm.dataset_plan(args))
+    assert all(isinstance(d, sm.ScaleAugmented) and d.scale_range == (0.5, 2.0) and d.rotate == 10 for d in data)
+    assert [d.divide_depth for d in data] == [True, True]
+    assert not any(isinstance(d, sm.ScaleAugmented) for d in sm.train_datasets(parse(*TINY), sm.dataset_plan(args)))
+    m = run(tmp_path, "--scale-range", "0.5", "2", "--rotate", "10")
+    assert set(m["scores"]) == {"proc-a", "proc-b"}
+    with pytest.raises(engine.UserError, match="scale-range"):
+        run(tmp_path / "bad", "--scale-range", "2", "1")
+
+
+def test_ground_counts_in_rmse_of_heights():
+    """Issue 21's example: ISPRS ground is stored as 1/65535, under the ratio metrics' floor.
+    Ground truth [1/65535, 0.5] against a prediction [0.3, 0.5] must not score RMSE 0: RMSE
+    counts every labelled pixel, the ratio metrics (undefined at height 0) the 0.5 one."""
+    from lib import metrics
+    gt, pred = torch.tensor([[1 / 65535, 0.5]]), torch.tensor([[0.3, 0.5]])
+    assert metrics.depth_errors(pred, gt)["rmse"] == 0.0                 # the old protocol
+    e = metrics.depth_errors(pred, gt, absolute_min_depth=0.0)
+    assert e["rmse"] == pytest.approx(math.sqrt((0.3 - 1 / 65535) ** 2 / 2))
+    assert e["abs_rel"] == 0.0 and e["a1"] == 100.0
+    # An all-ground patch counts in RMSE alone; the meter's default is unchanged.
+    meter = metrics.DepthMeter(1e-3, 80.0, absolute_min_depth=0.0)
+    meter.update(torch.stack([pred, torch.full((1, 2), 0.2)]), torch.stack([gt, torch.full((1, 2), 1 / 65535)]))
+    out = meter.compute()
+    assert meter.count == 1 and out["abs_rel"] == 0.0
+    assert out["rmse"] == pytest.approx((e["rmse"] + (0.2 - 1 / 65535)) / 2)
+    plain = metrics.DepthMeter(1e-3, 80.0).update(pred.view(1, 1, 2), gt.view(1, 1, 2)).compute()
+    assert plain["rmse"] == 0.0
+
+
+def test_train_semimtl_scores_isprs_heights_with_the_ground():
+    """train_semimtl.score on a height target: the example through the run's own scorer."""
+    class Heights(torch.nn.Module):
+        def forward(self, x):
+            return {"depth": torch.tensor([[[0.3, 0.5]]]).expand(x.shape[0], 1, 2)}
+    batch = {"image": torch.zeros(1, 3, 1, 2), "depth": torch.tensor([[[1 / 65535, 0.5]]])}
+    args = parse("--depth-target", "height")
+    args.device = "cpu"
+    out = sm.score(Heights(), [batch], ["depth"], None, args, None)
+    assert out["rmse"] == pytest.approx(math.sqrt((0.3 - 1 / 65535) ** 2 / 2)) and out["abs_rel"] == 0.0
+    args.depth_target = "inverse"           # metres: the usual floor for every metric
+    assert sm.score(Heights(), [batch], ["depth"], None, args, None)["rmse"] == 0.0
+    assert sm.depth_scoring(parse("--depth-target", "height"))["rmse"].startswith("every labelled pixel")
+
+
+def test_depth_holes_can_be_masked_out_of_berhu():
+    """--depth-holes mask: depth 0 (Cityscapes' disparity holes, and its sky) leaves berHu;
+    zero (the default, Sec. 4.1's sky at 0) trains it as inverse depth 0."""
+    depth = torch.tensor([[0.0, 2.0, 50.0, 0.0]])
+    inv, mask = depth_target(depth, "inverse", holes="mask")
+    assert mask.tolist() == [[False, True, True, False]] and inv[0, 0] == 0
+    raw = torch.tensor([[5.0, 100.0, 9.0, 7.0]])
+    batch = {"depth": depth}
+    masked = sm.supervised("depth", raw, batch, parse("--depth-holes", "mask", "--w-depth", "1"))
+    zero = sm.supervised("depth", raw, batch, parse("--w-depth", "1"))
+    assert masked.item() == pytest.approx(losses_berhu(raw[:, 1:3], inv[:, 1:3]))
+    assert zero.item() == pytest.approx(losses_berhu(raw, inv))
+
+
+def losses_berhu(pred, target):
+    from lib import losses
+    return losses.berhu(pred, target).item()
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (("--src", "cityscapes", "--tgt", "cityscapes", "--tgt-split", "train_extra"),
+     dict(scale_range=[0.5, 2.0], rotate=10.0, flip=True, max_depth=80.0)),
+    (("--src", "isprs_potsdam", "--tgt", "isprs_vaihingen"), dict(scale_range=[0.5, 2.0], rotate=10.0)),
+    ((), dict(scale_range=None, rotate=0.0, flip=False)),
+])
+def test_presets_augment_as_encnet_on_real_data_only(flags, expected):
+    args = apply_preset(parse(*flags), sm.PRESETS, sm.dataset_names(parse(*flags)), log=None)
+    assert {k: getattr(args, k) for k in expected} == expected
+    sources = {k: v[1] for k, v in sm.PRESETS.items()}
+    assert "[65]" in sources["scale_range"] and "cpu: off" in sources["scale_range"]
+    for key in ("classes", "resize", "depth_target", "max_depth"):   # the paper's silences, as ours
+        assert "ours" in sources[key], key
+
+
+def test_rotation_of_a_non_square_image_is_not_sheared():
+    """90 degrees counter-clockwise on the pixel grid: a mark 1.5 px right of and 0.5 px above the
+    centre of an 8x16 map lands 0.5 px left of and 1.5 px above it (a rotation in the normalised
+    grid would shear it to (2.75, 6.5))."""
+    from lib.data import transforms as T
+    sem = torch.zeros(8, 16, dtype=torch.int64)
+    sem[3, 9] = 1
+    out = T.rotate_sample({"image": torch.zeros(3, 8, 16), "semantic": sem}, 90)["semantic"]
+    assert (out == 1).nonzero().tolist() == [[2, 7]]
+
+
+def test_augmentation_padding_is_no_depth_target():
+    """Corners a rotation makes up are no label (PAD_DEPTH), not sky: the berHu mask leaves them
+    out while the real depth 0 (sky) stays a target, under the default --depth-holes zero."""
+    import random
+    from lib.data import transforms as T
+
+    class One(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            depth = torch.full((32, 32), 10.0)
+            depth[:, 15:17] = 0.0                       # a strip of sky through the centre
+            return {"image": T.normalize(torch.rand(3, 32, 32)), "depth": depth}
+    random.seed(0)
+    sample = sm.ScaleAugmented(One(), (32, 32), (1.0, 1.0), 30, False, False, True)[0]
+    inv, mask = depth_target(sample["depth"], "inverse")
+    corners = sample["depth"] < 0
+    assert corners[0, 0] and corners[-1, -1] and not corners[16, 16] and "valid" not in sample
+    assert mask is not None and torch.equal(mask, ~corners)
+    assert ((sample["depth"] == 0) & mask).any()       # sky is still a target

@@ -111,6 +111,29 @@ def test_check_dataset_finds_no_problem(data, name, tmp_path, capsys):
             assert s["image_sizes"] == {"%dx%d" % SIZE[name]: 2}
 
 
+def test_kitti_tree_under_the_eigen_protocol(data, tmp_path, capsys):
+    """write_all's KITTI tree has a velodyne scan and the calibration files for every frame:
+    each split opens under --kitti-protocol eigen at the raw frame size (no KB crop), with
+    valid depth in the Garg crop only, and check_dataset.py finds no problem in it."""
+    for split in ("train", "val", "test"):
+        ds = _open(data, "kitti_depth", split, ["depth"], kitti_protocol="eigen")
+        s = ds[0]
+        assert len(ds) == 2 and tuple(s["image"].shape[-2:]) == tuple(s["depth"].shape) == (375, 1242)
+        valid = s["depth"] > 0
+        rows, cols = valid.any(1).nonzero().squeeze(1), valid.any(0).nonzero().squeeze(1)
+        # Garg crop of 375x1242: rows 153..370, columns 44..1196 (0.408 / 0.992 x 375, 0.036 / 0.964 x 1242)
+        assert rows.min() >= 153 and rows.max() <= 370 and cols.min() >= 44 and cols.max() <= 1196
+    data_root, _ = data
+    report_path = str(tmp_path / "r.json")
+    status = check_dataset.main(["kitti_depth", "--data-root", data_root, "--kitti-protocol", "eigen",
+                                 "--labels", "depth", "--json", report_path])
+    capsys.readouterr()
+    with open(report_path) as f:
+        report = json.load(f)
+    assert status == 0 and report["problems"] == []
+    assert report["splits"]["test"]["image_sizes"] == {"375x1242": 2} and report["splits"]["test"]["errors"] == 0
+
+
 def test_mapillary_frames_differ_in_size_and_each_label_has_its_image_size(tmp_path):
     tree = trees.mapillary(tmp_path, 3)
     ds = build_dataset("mapillary", "train", (16, 16), data_root=str(tmp_path), labels=["semantic"])

@@ -1,18 +1,27 @@
 """train_umadapt.py on tiny procedural data: every stage and variant end to end from one run
 folder; N(->t) frozen in base training and in every adaptation but Adv; only res5 of Mt
 changes; C_contour frozen after its stage; Algorithm 2's energy signs on a hand-made example;
-Algorithm 1's one Adam per task; the class weights, sizes and errors worked out by hand."""
+Algorithm 1's one Adam per task; the class weights, sizes and errors worked out by hand. The
+supplementary's networks layer by layer against its Tables 1-2; WGAN-GP's penalty by hand; the
+pseudo-softmax and gradient mask by their statistics; UM-Adapt-S on two real-layout targets
+(each labelled and unlabelled, KITTI depth and Cityscapes semantics only, Cityscapes without
+disparity/ scored on semantics alone)."""
+import itertools
+import math
+from types import SimpleNamespace
+
 import pytest
 import torch
 import torch.nn as nn
 
 import train_umadapt as um
-from lib import engine
-from lib.models.umadapt import UMAdaptNet, unpool2x
+from lib import engine, losses
+from lib import umadapt as lu
+from lib.models.umadapt import JointDiscriminator, TaskTransferNet, UMAdaptNet, unpool2x
 
 TINY = ["--size", "32", "64", "--batch-size", "2", "--proc-length", "8", "--workers", "0",
         "--eval-batches", "1", "--log-every", "1", "--device", "cpu", "--backbone", "resnet-tiny",
-        "--decoder-width", "16", "--transfer-width", "8", "--class-weight-images", "4"]
+        "--decoder-width", "16", "--transfer-width", "8", "--d-width", "8", "--class-weight-images", "4"]
 
 
 def run(out_dir, *extra, iters=2):
@@ -140,31 +149,36 @@ def test_adv_energy_update_has_algorithm2_sign():
     nets = {"depth": n}
     src = ({"x": torch.full((1, 1, 1), 2.0)}, torch.full((1, 1, 1), 1.0))
     tgt = ({"x": torch.full((1, 1, 1), 1.0)}, torch.full((1, 1, 1), 1.2))
-    e_s, e_t = um.energy(nets, "depth", *src), um.energy(nets, "depth", *tgt)
+    e_s, e_t = lu.energy(nets, "depth", *src), lu.energy(nets, "depth", *tgt)
     assert e_s.item() == pytest.approx(2.6) and e_t.item() == pytest.approx(0.52)
-    loss = um.margin_d_loss(e_s, e_t, 2.0)
+    loss = lu.margin_d_loss(e_s, e_t, 2.0)
     assert loss.item() == pytest.approx(2.6 + 5.2 - 0.52)
     loss.backward()
     assert n.w.grad.item() == pytest.approx(15.0)
     with torch.no_grad():
         n.w -= 0.01 * n.w.grad
-    assert um.energy(nets, "depth", *src) < e_s and um.energy(nets, "depth", *tgt) > e_t
+    assert lu.energy(nets, "depth", *src) < e_s and lu.energy(nets, "depth", *tgt) > e_t
     # Past the margin the target term is flat: L_D stays bounded below by E_src.
     e_s, e_t = torch.tensor(1.0, requires_grad=True), torch.tensor(3.0, requires_grad=True)
-    um.margin_d_loss(e_s, e_t, 2.0).backward()
+    lu.margin_d_loss(e_s, e_t, 2.0).backward()
     assert e_s.grad.item() == 1.0 and e_t.grad.item() == 0.0
+    # --margin 0: L_D as printed, E_src - E_tgt, unbounded below
+    e_s, e_t = torch.tensor(1.0, requires_grad=True), torch.tensor(3.0, requires_grad=True)
+    loss = lu.margin_d_loss(e_s, e_t, 0.0)
+    loss.backward()
+    assert loss.item() == -2.0 and e_s.grad.item() == 1.0 and e_t.grad.item() == -1.0
 
 
 def test_soft_semantic_energy_is_cross_entropy_of_predicted_probabilities():
     logits, target = torch.tensor([[[[0.0]], [[1.0]]]]), torch.tensor([[[[2.0]], [[0.0]]]])
     p = target.softmax(1)[0, :, 0, 0]
     logq = logits.log_softmax(1)[0, :, 0, 0]
-    assert um.task_loss("semantic", logits, target).item() == pytest.approx(-(p * logq).sum().item())
+    assert lu.task_loss("semantic", logits, target).item() == pytest.approx(-(p * logq).sum().item())
 
 
 def test_median_frequency_weights_by_hand():
     """f = pixels / pixels of the images holding the class = (0.1, 0.3, -, 0.6); median 0.3."""
-    w = um.median_frequency_weights(torch.tensor([10.0, 30, 0, 60]).double(),
+    w = lu.median_frequency_weights(torch.tensor([10.0, 30, 0, 60]).double(),
                                     torch.tensor([100.0, 100, 0, 100]).double())
     assert torch.allclose(w, torch.tensor([3.0, 1.0, 0.0, 0.5]))
 
@@ -172,7 +186,7 @@ def test_median_frequency_weights_by_hand():
 def test_output_sizes_are_sec_4_1s():
     net = UMAdaptNet("resnet18", tasks=["depth"], decoder_width=16).eval()
     for size, out in (((228, 304), (128, 160)), ((256, 512), (128, 256))):
-        assert um.output_size(size) == out
+        assert lu.output_size(size) == out
         with torch.no_grad():
             assert net.decode(net.features(torch.zeros(1, 3, *size)))["depth"].shape[-2:] == out
     x = torch.tensor([[[[1.0, 2.0]]]])
@@ -211,7 +225,7 @@ def test_paper_presets_pick_indoor_or_outdoor_from_the_target():
                      ["folder", "cityscapes", "kitti_depth"], log=None)
     assert (b.size, b.classes, b.tasks, b.transfer) == \
         ([256, 512], 19, ["semantic", "depth"], ["semantic=depth", "depth=semantic"])
-    assert um.output_size(b.size) == (128, 256) and um.check_args(b).targets == ["cityscapes", "kitti_depth"]
+    assert lu.output_size(b.size) == (128, 256) and um.check_args(b).targets == ["cityscapes", "kitti_depth"]
 
 
 def test_a_task_subset_without_transfer_networks_skips_the_transfer_stage(tmp_path):
@@ -219,3 +233,224 @@ def test_a_task_subset_without_transfer_networks_skips_the_transfer_stage(tmp_pa
     m = run(tmp_path, "--tasks", "depth", "normals", "--transfer", "--variant", "b", iters=1)
     assert not (tmp_path / "transfer").exists() and (tmp_path / "ccr" / "model.pth").is_file()
     assert m["variant"] == "b" and "abs_rel" in m["target"]["proc-b"] and "mIoU" not in m["target"]["proc-b"]
+
+
+# ----------------------------------------------------------------------------- the supplementary
+def _first_conv(module):
+    return next(m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
+
+
+def _check_table(net, rows, inputs):
+    """Each row (layer, kernel, channels, stride, output H x W, Conv* / Deconv*): the module's
+    conv and BatchNorm, and its output shape from a forward on the meta device (no compute)."""
+    shapes = {}
+    for name, *_ in rows:
+        net.get_submodule(name).register_forward_hook(
+            lambda m, i, out, name=name: shapes.__setitem__(name, tuple(out.shape)))
+    net(*inputs)
+    for name, k, c, stride, hw, bn in rows:
+        m = net.get_submodule(name)
+        conv = _first_conv(m)
+        assert (conv.kernel_size, conv.out_channels, conv.stride) == ((k, k), c, (stride, stride)), name
+        assert shapes[name] == (1, c, *hw), name
+        if bn is not None:       # Conv* / Deconv*: BatchNorm; every hidden layer: leaky ReLU
+            assert any(isinstance(x, nn.BatchNorm2d) for x in m.modules()) == bn, name
+            assert any(isinstance(x, nn.LeakyReLU) for x in m.modules()), name
+
+
+# Supp. Table 2, N(->seg)(depth, normals) on NYUD (128x160 maps, 40 classes); the table names two
+# consecutive rows "C3m": the second is c3m_2 here.
+TABLE2 = [("c1.depth", 3, 64, 1, (128, 160), False), ("c2.depth", 3, 128, 2, (64, 80), True),
+          ("c1.normals", 3, 64, 1, (128, 160), False), ("c2.normals", 3, 128, 2, (64, 80), True),
+          ("c3m", 3, 256, 2, (32, 40), False), ("c3m_2", 3, 512, 2, (16, 20), True),
+          ("c4m", 3, 512, 1, (16, 20), True), ("en", 3, 1024, 2, (8, 10), False),
+          ("up.0", 3, 512, 2, (16, 20), True), ("up.1", 3, 512, 2, (32, 40), True),
+          ("up.2", 3, 256, 2, (64, 80), True), ("up.3", 3, 128, 2, (128, 160), True),
+          ("c9", 1, 40, 1, (128, 160), None)]
+# Supp. Table 1, UM-Adapt-B's discriminator (ResNet-50 latent 8x10x2048). C2m: stride 2 where the
+# table prints 1, and C3m reads C2m where it prints C1m: its own output sizes need both.
+TABLE1 = [("c1.depth", 3, 64, 1, (128, 160), False), ("c2.depth", 3, 128, 2, (64, 80), True),
+          ("c1.normals", 3, 64, 1, (128, 160), False), ("c2.normals", 3, 128, 2, (64, 80), True),
+          ("c3nd", 3, 256, 2, (32, 40), False), ("c1m", 1, 512, 1, (8, 10), False),
+          ("c2m", 3, 512, 2, (16, 20), True), ("c3m", 3, 256, 2, (32, 40), True),
+          ("c1.semantic", 3, 64, 1, (128, 160), False), ("c2.semantic", 3, 128, 2, (64, 80), True),
+          ("c3s", 3, 256, 2, (32, 40), True), ("c1c", 1, 512, 1, (32, 40), False),
+          ("c2c", 3, 1024, 2, (16, 20), True), ("c3c", 3, 512, 2, (8, 10), True), ("c4c", 1, 1, 1, (8, 10), None)]
+
+
+def test_task_transfer_network_is_supplementary_table_2():
+    with torch.device("meta"):
+        net = TaskTransferNet("semantic", ["depth", "normals"], 40, width=64)
+        _check_table(net, TABLE2, [{"depth": torch.zeros(1, 1, 128, 160), "normals": torch.zeros(1, 3, 128, 160)}])
+        # outdoors (128x256 maps): N(->depth)(seg), bottleneck at 8x16, depth out at the input's size
+        out = TaskTransferNet("depth", ["semantic"], 19, width=64)
+        assert out.en(out.c4m(out.c3m_2(out.c3m(out.c2.semantic(out.c1.semantic(
+            torch.zeros(1, 19, 128, 256))))))).shape == (1, 1024, 8, 16)
+        assert out({"semantic": torch.zeros(1, 19, 128, 256)}).shape == (1, 128, 256)
+    small = TaskTransferNet("semantic", ["depth"], 11, width=8)        # --transfer-width 8: widths / 8
+    assert small.en[0].out_channels == 128 and small.c1.depth[0].out_channels == 8
+    assert small({"depth": torch.rand(2, 1, 15, 33)}).shape == (2, 11, 15, 33)   # any size comes back
+
+
+def test_joint_discriminator_is_supplementary_table_1():
+    with torch.device("meta"):
+        d = JointDiscriminator(2048, ["semantic", "depth", "normals"], 40, width=64)
+        maps = [torch.zeros(1, 40, 128, 160), torch.zeros(1, 1, 128, 160), torch.zeros(1, 3, 128, 160)]
+        _check_table(d, TABLE1, [torch.zeros(1, 2048, 8, 10), *maps])
+    two = JointDiscriminator(64, ["semantic", "depth"], 19, width=8)   # outdoors: no normal branch
+    assert two.c3nd[0].in_channels == 16 and two(torch.rand(2, 64, 2, 4), torch.rand(2, 19, 32, 64),
+                                                 torch.rand(2, 1, 32, 64)).shape == (2, 1, 2, 4)
+
+
+def test_gradient_penalty_by_hand():
+    """Gulrajani et al. eq. 3: lam E[(||grad D(x_hat)||_2 - 1)^2]. A linear critic D(x) = <w, x>
+    has grad w at every x: penalty 10 (5 - 1)^2 = 160 for ||w|| = 5, and d/dw = 20 (||w|| - 1)
+    w / ||w|| = 16 w. Two inputs share one norm: ||(u, v)|| = sqrt(1 + 4). D(x) = ||x||^2 / 2 has
+    grad x_hat = eps real + (1 - eps) fake, each sample's own norm."""
+    w = torch.zeros(1, 2, 2, 2)
+    w.view(-1)[:2] = torch.tensor([3.0, 4.0])
+    w = nn.Parameter(w)
+    real, fake = torch.randn(4, 2, 2, 2), torch.randn(4, 2, 2, 2)
+    gp = losses.gradient_penalty(lambda x: (x * w).sum((1, 2, 3)), [real], [fake], 10.0)
+    assert gp.item() == pytest.approx(160.0)
+    gp.backward()
+    assert torch.allclose(w.grad, 16 * w.detach())
+    u, v = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
+    gp = losses.gradient_penalty(lambda a, b: a @ u + b @ v, [torch.randn(3, 2)] * 2, [torch.randn(3, 2)] * 2, 10.0)
+    assert gp.item() == pytest.approx(10 * (math.sqrt(5) - 1) ** 2)
+    torch.manual_seed(0)
+    gp = losses.gradient_penalty(lambda x: x.square().sum(1)[:, None] / 2, [real.flatten(1)], [fake.flatten(1)], 1.0)
+    torch.manual_seed(0)
+    eps = torch.rand(4)[:, None]          # the draw the penalty makes first
+    norm = (eps * real.flatten(1) + (1 - eps) * fake.flatten(1)).norm(dim=1)
+    assert gp.item() == pytest.approx(((norm - 1) ** 2).mean().item(), rel=1e-5)
+    # two-sided: a gradient norm below 1 is penalised too, ||w|| = 0.5: 10 (0.5 - 1)^2 = 2.5
+    gp = losses.gradient_penalty(lambda x: (x * w.detach() / 10).sum((1, 2, 3)), [real], [fake], 10.0)
+    assert gp.item() == pytest.approx(2.5)
+    # the WGAN losses: critic E[D(fake)] - E[D(real)], generator -E[D(fake)], patches averaged
+    d_real, d_fake = torch.tensor([3.0, 3.0]).view(2, 1, 1, 1), torch.tensor([[0.0, 0.0], [2.0, 2.0]]).view(2, 1, 2, 1)
+    assert losses.wgan_critic_loss(d_real, d_fake).item() == -2.0 and losses.wgan_generator_loss(d_fake).item() == -1.0
+
+
+def test_pseudo_softmax_statistics():
+    """Supp.: the true class ~ Normal(1, 0.075) truncated to [0, 1] (mean 1 - 0.075 phi(0) / 0.5 =
+    0.9402, std 0.075 sqrt(1 - 2 / pi) = 0.0452), values in [0, 1] summing to 1; ignored pixels
+    all 0; true_maps gives exactly half of a batch of 4 as pseudo-softmax, the rest one-hot."""
+    torch.manual_seed(0)
+    labels = torch.randint(0, 11, (4, 48, 64))
+    labels[:, :8] = 255
+    valid = labels != 255
+    p = lu.pseudo_softmax(labels, 11)
+    assert ((p >= 0) & (p <= 1)).all() and (p.sum(1)[~valid] == 0).all()
+    assert torch.allclose(p.sum(1)[valid], torch.ones(())) and (p.argmax(1)[valid] == labels[valid]).all()
+    true = p.gather(1, labels.clamp_max(10)[:, None])[:, 0][valid]
+    assert true.mean().item() == pytest.approx(1 - 0.075 / math.sqrt(2 * math.pi) / 0.5, abs=2e-3)
+    assert true.std().item() == pytest.approx(0.075 * math.sqrt(1 - 2 / math.pi), abs=3e-3)
+    for _ in range(3):
+        maps = lu.true_maps({"semantic": labels}, 11, 0.5)["semantic"]
+        one_hot = [bool((m.amax(0)[v] == 1).all()) for m, v in zip(maps, valid)]
+        assert sum(one_hot) == 2 and torch.allclose(maps.sum(1)[valid], torch.ones(()))
+    assert all(bool((m.amax(0)[v] == 1).all()) for m, v in zip(lu.true_maps({"semantic": labels}, 11)["semantic"],
+                                                                 valid))
+    assert sum(int(lu.pick_share(3, 0.5).sum()) for _ in range(400)) / 400 == pytest.approx(1.5, abs=0.15)
+
+
+def test_gradient_mask_statistics():
+    """Supp.: "a randomly generated gradient mask layer (50% of the batch without masking)":
+    identity forward; backward, half the samples pass whole, the others MASK_KEEP of their
+    pixels (the channels of a pixel together)."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 32, 32, requires_grad=True)
+    y = lu.grad_mask(x, 0.5)
+    assert torch.equal(y, x)
+    y.sum().backward()
+    passed = x.grad.mean((1, 2, 3))
+    assert int((passed == 1).sum()) == 4 and (x.grad.amin(1) == x.grad.amax(1)).all()
+    assert passed[passed < 1].mean().item() == pytest.approx(lu.MASK_KEEP, abs=0.05)
+    preds = {"semantic": torch.randn(2, 5, 4, 4, requires_grad=True), "depth": torch.rand(2, 4, 4)}
+    maps = lu.predicted_maps(preds, 0.0)
+    assert torch.allclose(maps["semantic"], preds["semantic"].softmax(1)) and maps["depth"].shape == (2, 1, 4, 4)
+
+
+def test_two_targets_each_get_labelled_and_unlabelled_batches():
+    """Sec. 4.1: labelled and unlabelled batches alternate for S, and KITTI and Cityscapes
+    alternate within each (it % 2 for both would give target 0 every labelled batch)."""
+    loaders = {k: itertools.repeat({"name": [k]}) for k in ("src", "tgt0", "tgt1", "lab0", "lab1")}
+    args = SimpleNamespace(targets=["cityscapes", "kitti_depth"])
+    drawn = [um.draw(loaders, it, args, True)["tgt"]["name"][0] for it in range(4)]
+    assert drawn == ["lab0", "tgt0", "lab1", "tgt1"]
+    assert [um.schedule(it, 2, True)[1] for it in range(4)] == [True, False, True, False]
+    assert [um.draw(loaders, it, args, False)["tgt"]["name"][0] for it in range(3)] == ["tgt0", "tgt1", "tgt0"]
+    assert [um.schedule(it, 1, True) for it in range(3)] == [(0, True), (0, False), (0, True)]
+
+
+def test_s_label_sets_from_the_presets():
+    """Supp.: "only depth-map ground-truth for KITTI and only segmentation map ground-truth for
+    Cityscapes"; Sec. 4.1: NYUv2's three tasks. Without a list, every label a target has."""
+    from lib.args import apply_preset
+    parse = um.get_args_parser().parse_args
+
+    def sets(argv, names):
+        return um.check_args(apply_preset(parse(argv), um.PRESETS, names, log=None)).label_sets
+    assert sets(["--src", "folder", "--tgt", "cityscapes,kitti_depth"], ["folder", "cityscapes", "kitti_depth"]) \
+        == {"cityscapes": ["semantic"], "kitti_depth": ["depth"]}
+    assert sets(["--src", "folder", "--tgt", "nyuv2"], ["folder", "nyuv2"]) == \
+        {"nyuv2": ["semantic", "depth", "normals"]}
+    assert sets([], ["proc-a", "proc-b"]) == {"proc-b": ["semantic", "depth", "normals"]}
+    # a task subset on real data reads its own labels only (the preset keeps to --tasks)
+    assert sets(["--src", "folder", "--tgt", "nyuv2", "--tasks", "depth", "normals", "--transfer", "--variant", "b"],
+                ["folder", "nyuv2"]) == {"nyuv2": ["depth", "normals"]}
+    assert sets(["--src", "folder", "--tgt", "cityscapes,kitti_depth", "--tasks", "depth", "--transfer", "--variant", "b"],
+                ["folder", "cityscapes", "kitti_depth"])["kitti_depth"] == ["depth"]
+    assert sets(["--target-labels", "proc-b=depth"], ["proc-a", "proc-b"]) == {"proc-b": ["depth"]}
+    with pytest.raises(engine.UserError, match="expected NAME=T"):
+        sets(["--src", "folder", "--tgt", "cityscapes,kitti_depth", "--target-labels", "kitti_depth=semantic"],
+             ["folder", "cityscapes", "kitti_depth"])
+
+
+@pytest.fixture(scope="module")
+def outdoor(module_tmp):
+    """GTA5 with depth (folder) -> Cityscapes without disparity/ + KITTI, the outdoor paper preset at
+    tiny sizes: every stage and Adv, then S for 4 iterations, recording what S's loaders read and
+    which batches its steps took."""
+    from lib.data.labels import CLASS_NAMES
+    from tests import trees
+    root = module_tmp("umadapt_outdoor")
+    trees.cityscapes(str(root), depth=False)
+    trees.kitti(str(root))
+    src = trees.folder(str(root), "gta5d", size=(66, 120), labels=("semantic", "depth"), classes=CLASS_NAMES[19])
+    flags = ["--src", "folder", "--src-root", src.root, "--tgt", "cityscapes,kitti_depth", "--data-root", str(root),
+             "--backbone", "resnet-tiny", "--pretrained", "none", "--size", "32", "64", "--resize", "32", "64",
+             "--batch-size", "2", "--workers", "0", "--eval-batches", "1", "--decoder-width", "16",
+             "--transfer-width", "8", "--d-width", "8", "--class-weight-images", "2", "--iters", "4",
+             "--device", "cpu", "--output-dir", str(root / "run")]
+    base = um.main(um.get_args_parser().parse_args(flags + ["--stage", "all"]))
+    loaded, steps = [], []
+    with pytest.MonkeyPatch.context() as mp:
+        real_build, real_s, real_g = um.build_dataset, um.s_step, um.energy_g_step
+        mp.setattr(um, "build_dataset", lambda name, split, *a, **kw: loaded.append((name, split, kw["labels"]))
+                   or real_build(name, split, *a, **kw))
+        mp.setattr(um, "s_step", lambda net, nets, optims, lab, *a: steps.append(
+            ("labelled", lab["name"][0].split("/")[0], sorted(set(lab) & {"semantic", "depth"})))
+            or real_s(net, nets, optims, lab, *a))
+        mp.setattr(um, "energy_g_step", lambda net, nets, aux, optims, tgt, *a: steps.append(
+            ("unlabelled", tgt["name"][0].split("/")[0], sorted(set(tgt) & {"semantic", "depth"})))
+            or real_g(net, nets, aux, optims, tgt, *a))
+        s = um.main(um.get_args_parser().parse_args(flags + ["--stage", "adapt", "--variant", "s"]))
+    return base, s, loaded, steps
+
+
+def test_s_on_two_targets_reads_kitti_depth_and_cityscapes_semantics(outdoor):
+    _, _, loaded, steps = outdoor
+    train = {(name, tuple(labels)) for name, split, labels in loaded if split == "train" and name != "folder"}
+    assert train == {("cityscapes", ("edges",)), ("kitti_depth", ("edges",)),       # unlabelled: contours
+                     ("cityscapes", ("semantic",)), ("kitti_depth", ("depth",))}     # labelled
+    assert steps == [("labelled", "cityscapes", ["semantic"]), ("unlabelled", "cityscapes", []),
+                     ("labelled", "kitti_depth", ["depth"]), ("unlabelled", "kitti_depth", [])]
+
+
+def test_cityscapes_without_disparity_is_scored_on_semantics(outdoor):
+    base, s, _, _ = outdoor
+    for m in (base, s):
+        assert "mIoU" in m["target"]["cityscapes"] and "abs_rel" not in m["target"]["cityscapes"]
+        assert "abs_rel" in m["target"]["kitti_depth"] and "mIoU" not in m["target"]["kitti_depth"]

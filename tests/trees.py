@@ -13,13 +13,16 @@ names, bit depths and encodings that lib/data/<dataset>.py reads (docs/reference
     isprs       32x32    patches/{split}/image|label|ndsm, cut by tools/prepare_isprs.py
     isprs_tiles 20x24    the official tiles tools/prepare_isprs.py reads
     nyuv2       30x40    {split}/image|depth|label40|normals as tools/prepare_nyuv2.py writes
-    kitti       375x1242 annotated depth + raw RGB + calibration + Eigen lists (full size)
+    kitti       375x1242 annotated depth + raw RGB + velodyne scans + calibration + Eigen lists
+                (full size)
     folder      32x64    the generic layout, dataset.json, edges, keypoints, keypoint_depth
 
 KITTI is the exception: its loader cuts every frame to the fixed 352x1216 benchmark crop
 (lib.data.kitti.KB_CROP) before any --resize and refuses smaller frames, so the tree has the
 real 375x1242 size; its images are noise-free blocks and its depth LiDAR-like scan lines, which
-PNG compresses to a few kB.
+PNG compresses to a few kB. Its velodyne scans (--kitti-protocol eigen) are a few thousand
+points, back-projected from chosen pixels and depths through the tree's calibration, so the
+depth map they project to is known exactly (Frame.arrays["lidar"]).
 
 Every writer takes `size=` (H, W), `splits=`, `seed=` and `frames=`: a count per split, a
 sequence of frame stems (every split), or a dict split -> count or stems. Content is seeded
@@ -562,11 +565,79 @@ KITTI_DRIVES = {"train": "2011_09_26_drive_0001_sync", "val": "2011_09_26_drive_
 KITTI_FX = 721.5377    # P_rect_02[0] of the 2011_09_26 recordings, at 1242 px
 
 
+# KITTI raw calibration (2011_09_26's calib_cam_to_cam.txt R_rect_00, calib_velo_to_cam.txt R and
+# T); P_rect_0X is built per frame size in kitti_projection().
+KITTI_R_RECT = np.array([[9.999239e-01, 9.837760e-03, -7.445048e-03],
+                         [-9.869795e-03, 9.999421e-01, -4.278459e-03],
+                         [7.402527e-03, 4.351614e-03, 9.999631e-01]])
+KITTI_VELO_R = np.array([[7.533745e-03, -9.999714e-01, -6.166020e-04],
+                         [1.480249e-02, 7.280733e-04, -9.998902e-01],
+                         [9.998621e-01, 7.523790e-03, 1.480755e-02]])
+KITTI_VELO_T = np.array([-4.069766e-03, -7.631618e-02, -2.717806e-01])
+_P_LAST = {"image_02": (4.485728e+01, 2.163791e-01, 2.745884e-03),     # P_rect_0X[:, 3] at 1242 px
+           "image_03": (-3.395242e+02, 2.199936e+00, 2.729905e-03)}
+
+
+def kitti_projection(size, camera="image_02"):
+    """(P_rect 3x4, R_rect_00 3x3, [R | T] 3x4) of the tree's calibration at frame size (H, W):
+    KITTI_FX and the principal point scaled to the width, the real rectification and LiDAR pose."""
+    h, w = size
+    fx, (tx, ty, tz) = KITTI_FX * w / 1242, _P_LAST[camera]
+    p = np.array([[fx, 0, w / 2, tx * w / 1242], [0, fx, h / 2, ty], [0, 0, 1, tz]])
+    return p, KITTI_R_RECT, np.hstack([KITTI_VELO_R, KITTI_VELO_T[:, None]])
+
+
+def kitti_calib(root, date="2011_09_26", size=(375, 1242), velodyne=True):
+    """raw/{date}/calib_cam_to_cam.txt (S_rect, R_rect_00, P_rect_02/03: kitti_projection) and,
+    with velodyne, raw/{date}/calib_velo_to_cam.txt (R, T), in the raw download's format."""
+    base = os.path.join(str(root), "kitti_depth", "raw", date)
+    num = lambda a: " ".join(f"{v:.9e}" for v in np.ravel(a))   # noqa: E731
+    p2, r_rect, rt = kitti_projection(size, "image_02")
+    p3 = kitti_projection(size, "image_03")[0]
+    with open(_dirs(os.path.join(base, "calib_cam_to_cam.txt")), "w") as fh:
+        fh.write(f"calib_time: 09-Jan-2012 13:57:47\ncorner_dist: 9.950000e-02\n"
+                 f"R_rect_00: {num(r_rect)}\nS_rect_02: {size[1]:.6e} {size[0]:.6e}\n"
+                 f"P_rect_02: {num(p2)}\nP_rect_03: {num(p3)}\n")
+    if velodyne:
+        with open(os.path.join(base, "calib_velo_to_cam.txt"), "w") as fh:
+            fh.write(f"calib_time: 15-Mar-2012 11:37:16\nR: {num(rt[:, :3])}\nT: {num(rt[:, 3])}\n"
+                     "delta_f: 0.000000e+00 0.000000e+00\ndelta_c: 0.000000e+00 0.000000e+00\n")
+
+
+def kitti_scan(rng, size, camera="image_02"):
+    """(points (N, 4) float32 as a velodyne .bin stores them, the HxW float32 depth map they
+    project to). Scan lines every 6th row below the top third, every 16th column, at depths from
+    3 m (bottom) to 130 m (top; beyond the 80 m cap); each point is back-projected from pixel
+    (v, u) and depth z through kitti_projection, to (u + 1, v + 1) before the devkit's one-pixel
+    shift (lib.data.kitti.project_velodyne). Plus points the projection drops: behind the scanner,
+    outside the image, and a farther one on an already hit pixel (the nearest point wins)."""
+    h, w = size
+    v, u = (a.ravel() for a in np.meshgrid(np.arange(h // 3, h, 6), np.arange(0, w, 16), indexing="ij"))
+    z = _street_depth(rng, size, far=130.0)[v, u]
+    p, r_rect, rt = kitti_projection(size, camera)
+    m = np.eye(4)
+    m[:3] = p @ np.vstack([np.hstack([r_rect, np.zeros((3, 1))]), [0, 0, 0, 1]]) @ np.vstack([rt, [0, 0, 0, 1]])
+
+    def back(u, v, z):
+        return np.linalg.solve(m, np.stack([z * (u + 1), z * (v + 1), z, np.ones_like(z)]))[:3].T
+    pts = back(u, v, z)
+    far = back(u[:5], v[:5], z[:5] * 2)                              # same pixels, twice as far
+    outside = back(np.full(5, w + 40.0), v[:5], z[:5])               # right of the image
+    behind = pts[:5] * [-1, 1, 1]                                    # x < 0: behind the scanner
+    xyz = np.vstack([pts, far, outside, behind])
+    points = np.hstack([xyz, rng.uniform(0, 1, (len(xyz), 1))]).astype(np.float32)
+    depth = np.zeros(size, np.float32)
+    depth[v, u] = z
+    return points, depth
+
+
 def kitti_frame(root, split, drive, frame, size=(375, 1242), camera="image_02", gt=True, image=None,
-                depth=None, seed=0):
+                depth=None, seed=0, velodyne=False):
     """One KITTI frame: raw/{date}/{drive}/{camera}/data/{frame}.png and, with gt, the annotated
     map {split}/{drive}/proj_depth/groundtruth/{camera}/{frame}.png (uint16, m = v / 256, 0 = no
-    LiDAR return: every 4th row, none in the top third). depth: HxW uint16 as stored."""
+    LiDAR return: every 4th row, none in the top third). depth: HxW uint16 as stored. velodyne:
+    True writes raw/{date}/{drive}/velodyne_points/data/{frame}.bin from kitti_scan (its depth map
+    in arrays["lidar"]; the date's calibration comes from kitti_calib), or an (N, 4) array to store."""
     base = os.path.join(str(root), "kitti_depth")
     rng = _rng(seed, "kitti", split, drive, frame)
     h, _ = size
@@ -582,12 +653,22 @@ def kitti_frame(root, split, drive, frame, size=(375, 1242), camera="image_02", 
         f.arrays["depth"] = np.asarray(v, np.uint16)
         f.paths["depth"] = save(os.path.join(base, split, drive, "proj_depth", "groundtruth", camera,
                                              f"{frame}.png"), f.arrays["depth"])
+    if velodyne is not False:
+        if velodyne is True:
+            points, f.arrays["lidar"] = kitti_scan(_rng(seed, "kitti-velodyne", split, drive, frame), size, camera)
+        else:
+            points = np.asarray(velodyne, np.float32)
+        f.paths["velodyne"] = _dirs(os.path.join(base, "raw", drive[:10], drive, "velodyne_points", "data",
+                                                 f"{frame}.bin"))
+        points.astype("<f4").tofile(f.paths["velodyne"])
     return f
 
 
-def kitti(root, frames=2, size=(375, 1242), splits=("train", "val"), seed=0, eigen=True, calib=True):
+def kitti(root, frames=2, size=(375, 1242), splits=("train", "val"), seed=0, eigen=True, calib=True,
+          velodyne=True):
     """KITTI depth: annotated maps of train/ and val/ with their raw frames (one drive per split,
-    KITTI_DRIVES), raw/2011_09_26/calib_cam_to_cam.txt (calib; P_rect scaled to the width), and
+    KITTI_DRIVES), raw/2011_09_26/calib_cam_to_cam.txt (calib; kitti_calib, P_rect scaled to the
+    width), with velodyne each frame's velodyne scan (kitti_scan) and calib_velo_to_cam.txt, and
     with eigen the lists eigen_train_files.txt (the train frames) and eigen_test_files.txt (the
     val frames: Eigen's test frames lie in the annotated sets), monodepth-style lines.
     Full size: the loader's 352x1216 crop is fixed (module docstring)."""
@@ -597,16 +678,11 @@ def kitti(root, frames=2, size=(375, 1242), splits=("train", "val"), seed=0, eig
     for split in splits:
         drive = KITTI_DRIVES[split]
         for i, frame in enumerate(_frames(frames, split, lambda i: f"{5 * i + 5:010d}")):
-            tree.frames.append(kitti_frame(root, split, drive, frame, size, seed=seed))
+            tree.frames.append(kitti_frame(root, split, drive, frame, size, seed=seed, velodyne=velodyne))
             lists[split].append(" ".join(f"{drive[:10]}/{drive}/{cam}/data/{frame}.png"
                                          for cam in ("image_02", "image_03")))
     if calib:
-        fx = KITTI_FX * size[1] / 1242
-        p = (f"{fx:.6e} 0.000000e+00 {size[1] / 2:.6e} 0.000000e+00 0.000000e+00 {fx:.6e} "
-             f"{size[0] / 2:.6e} 0.000000e+00 0.000000e+00 0.000000e+00 1.000000e+00 0.000000e+00")
-        with open(_dirs(os.path.join(base, "raw", "2011_09_26", "calib_cam_to_cam.txt")), "w") as fh:
-            fh.write(f"calib_time: 09-Jan-2012 13:57:47\ncorner_dist: 9.950000e-02\n"
-                     f"S_rect_02: {size[1]:.6e} {size[0]:.6e}\nP_rect_02: {p}\nP_rect_03: {p}\n")
+        kitti_calib(root, "2011_09_26", size, velodyne=velodyne)
     for name, split in (("eigen_train_files.txt", "train"), ("eigen_test_files.txt", "val")):
         if eigen and lists[split]:
             with open(os.path.join(base, name), "w") as fh:

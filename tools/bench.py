@@ -285,7 +285,7 @@ def umadapt_stage(datasets, args, amp, adapt=False):
     um.check_args(ns)
     ns.num_classes, ns.cw, ns.target_through_bn = 11, None, False
     net = UMAdaptNet(args.backbone, tasks=ns.tasks, num_classes=11, decoder_width=ns.decoder_width)
-    nets = {t: n.to(args.device) for t, n in um.build_transfer_nets(ns).items()}
+    nets = {t: n.to(args.device) for t, n in um.transfer_nets(ns).items()}
     labels = ["semantic", "depth", "normals", "edges"]
     other = "proc-b" if args.dataset == "proc-a" else args.dataset
     fetch_a = _fetcher(build_dataset(args.dataset, "train", args.size, args.data_root, labels=labels), args)

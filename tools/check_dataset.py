@@ -25,7 +25,8 @@ some files is a problem. Name what you need with --labels / --splits, and its ab
 becomes a problem too.
 
 Procedural datasets (proc-a, proc-b) have no files: their samples are rendered at --size
-and the same counts and ranges are reported.
+and the same counts and ranges are reported. KITTI is checked under --kitti-protocol
+annotated (default) or eigen (the velodyne scans and calibration files, depth in the Garg crop).
 
 Usage:
     python tools/check_dataset.py cityscapes --data-root DATA
@@ -78,6 +79,9 @@ def get_args_parser(add_help=True):
                         help="samples checked per split, evenly spaced over it (default: all)")
     parser.add_argument("--size", type=int, nargs=2, default=[128, 256], metavar=("H", "W"),
                         help="rendering size of procedural datasets (files are checked at native size)")
+    parser.add_argument("--kitti-protocol", default=None, choices=["annotated", "eigen"],
+                        help="kitti_depth: check the annotated depth maps (default) or, with eigen, "
+                             "the raw velodyne scans and calibration files Eigen's protocol reads")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the report as JSON")
     return parser
 
@@ -300,7 +304,8 @@ def open_for_check(entry, root, split, args, labels):
     length = min(args.max_samples, PROCEDURAL_SPLITS[split]) if proc and args.max_samples else None
 
     def build(labs):
-        return open_split(entry, root, split, args.size, labs, length=length, classes=args.classes)
+        return open_split(entry, root, split, args.size, labs, length=length, classes=args.classes,
+                          kitti_protocol=getattr(args, "kitti_protocol", None))
     try:
         return build(labels), {}
     except DataError:

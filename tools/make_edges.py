@@ -32,7 +32,8 @@ Usage:
     python tools/make_edges.py cityscapes --data-root DATA --from-dir dexined/ --invert
 
 --out-dir writes the same tree elsewhere (e.g. a scratch disk); loaders read only
-DATA_ROOT/<folder>/edges, so move or link it there afterwards. Procedural datasets have no
+DATA_ROOT/<folder>/edges, so move or link it there afterwards. KITTI under --kitti-protocol
+eigen keeps whole frames (no KB crop): its edges go to DATA_ROOT/kitti_depth/edges_eigen. Procedural datasets have no
 files: their edges are always rendered with the scene, and this tool refuses them.
 
 Exit status: 0 every sample has its edges, 1 some failed or had no external map, 2 bad flags
@@ -75,6 +76,9 @@ def get_args_parser(add_help=True):
     parser.add_argument("--invert", action="store_true", help="external maps are dark edges on white")
     parser.add_argument("--overwrite", action="store_true", help="replace existing edge files")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--kitti-protocol", default=None, choices=["annotated", "eigen"],
+                        help="kitti_depth: edges of the KB-cropped frames (annotated, default: DATASET_ROOT/"
+                             "edges) or of the whole frames Eigen's protocol reads (eigen: DATASET_ROOT/edges_eigen)")
     return parser
 
 
@@ -199,7 +203,8 @@ def open_splits(name, entry, root, args):
     for split in args.splits or entry.splits:
         try:
             # No labels and no crop size: only records, images and edge_cache_path are used.
-            out.append(open_split(entry, root, split, (1, 1), (), edges_dir=args.out_dir))
+            out.append(open_split(entry, root, split, (1, 1), (), edges_dir=args.out_dir,
+                                  kitti_protocol=getattr(args, "kitti_protocol", None)))
         except DataError as exc:
             if args.splits:
                 raise
@@ -224,13 +229,14 @@ def run(args):
     root = resolve_root(args.name, entry, args.data_root, args.root)
     external = index_external(args.from_dir) if args.from_dir else None
     total, failures = {"written": 0, "skipped": 0, "missing": 0, "failed": 0}, []
-    for ds in open_splits(args.name, entry, root, args):
+    datasets = open_splits(args.name, entry, root, args)
+    for ds in datasets:
         counts, fails = process_split(ds, args, external)
         total = {k: total[k] + counts[k] for k in total}
         failures += fails
     print(f"{args.name}: {total['written']} written, {total['skipped']} already there, "
           f"{total['missing']} without an external map, {total['failed']} failed; edges under "
-          f"{args.out_dir or os.path.join(root, 'edges')}")
+          f"{datasets[0].edges_dir}")   # --out-dir, else the dataset's own (KITTI eigen: edges_eigen)
     for message in failures[:FIRST]:
         print(f"  {message}")
     return 1 if failures else 0

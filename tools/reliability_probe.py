@@ -490,7 +490,7 @@ def probes(out):
         ("semimtl: --stl-run without metrics.json", semi + ["--stl-run", empty], "no metrics.json"),
         ("umadapt: --transfer T=T", um + ["--transfer", "semantic=semantic"], "expected T=A[,B]"),
         ("umadapt: --stage ccr before base", um + ["--stage", "ccr"], "run --stage base first"),
-        ("umadapt: --margin 0", um + ["--margin", "0"], "--margin and --g-steps must be positive"),
+        ("umadapt: --g-steps 0", um + ["--g-steps", "0"], "--g-steps must be positive"),
         ("headfreeze: --freeze-at past --iters", hf + ["--freeze-at", "4"], "--freeze-at must lie in [0, --iters)"),
         ("headfreeze: --keypoint-depth without keypoints", hf + ["--keypoint-depth"],
          "--keypoint-depth needs --anchor keypoints"),

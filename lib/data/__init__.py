@@ -7,7 +7,10 @@ FileDataset subclasses (lib/data/base.py), one module each, registered with regi
 
 options (all datasets): classes (class-map size), train (random crop / flip / photometric
 active), resize (H, W), flip, photometric, focal_ref (rescale depth to this focal length),
-edges (compute | cache: where edge labels come from).
+edges (compute | cache: where edge labels come from), native_labels (evaluation at the labels'
+own resolution). Options of one dataset family (DATASET_OPTIONS: kitti_protocol, annotated |
+eigen for kitti_depth; carla_focal, the focal length in pixels of the CARLA renders) reach the classes that name them in `own_options` and are dropped for
+the others, so a script passes them whatever its datasets are.
 """
 import importlib
 import os
@@ -34,8 +37,10 @@ class DatasetEntry:
 def _procedural(domain):
     """Builder for one domain of the embedded procedural benchmark."""
     def build(split, size, root=None, seed=0, length=None, labels=ALL_LABELS, classes=None,
-              resize=None, focal_ref=None, edges="compute", native_labels=False, **augment):
-        # `edges` and `native_labels` are ignored: the benchmark renders its labels at its size.
+              resize=None, focal_ref=None, edges="compute", native_labels=False, kitti_protocol=None,
+              carla_focal=None, **augment):
+        # `edges`, `native_labels`, `kitti_protocol` and `carla_focal` are ignored: the benchmark
+        # renders its labels at its size, with its own cameras.
         from lib.data.procedural import ProceduralScenes
         if classes not in (None, 11):
             raise UserError(f"proc-{domain} has the 11 AT/DT classes only, not --classes {classes}")
@@ -82,9 +87,18 @@ DATASETS = {
 }
 
 
+# Options of one dataset family: given to the classes that list them in `own_options`, dropped
+# for the others (data_options passes them for every dataset of a run).
+DATASET_OPTIONS = ("kitti_protocol", "carla_focal")
+
+
 def register(cls, description):
     """Add a FileDataset subclass to DATASETS under cls.key."""
+    foreign = [k for k in DATASET_OPTIONS if k not in getattr(cls, "own_options", ())]
+
     def build(split, size, root=None, seed=0, length=None, labels=(), **options):
+        for key in foreign:
+            options.pop(key, None)
         return cls(root, split, size, labels=labels, length=length, seed=seed, **options)
     DATASETS[cls.key] = DatasetEntry(
         build, tuple(cls.labels), folder=cls.folder, splits=tuple(cls.splits),
@@ -181,7 +195,9 @@ def data_options(args, role):
     """The build_dataset options given by the shared data flags (lib/args.py) for --src/--tgt."""
     return {"root": getattr(args, f"{role}_root", None), "classes": args.classes,
             "resize": args.resize, "flip": args.flip, "photometric": args.photometric,
-            "focal_ref": args.focal_ref, "edges": getattr(args, "edges", "compute")}
+            "focal_ref": args.focal_ref, "edges": getattr(args, "edges", "compute"),
+            "kitti_protocol": getattr(args, "kitti_protocol", None),
+            "carla_focal": getattr(args, "carla_focal", None)}
 
 
 # Real datasets, one module each; importing a module registers it.

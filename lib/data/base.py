@@ -234,6 +234,13 @@ class FileDataset(torch.utils.data.Dataset):
         """Native focal length (pixels) for focal rescaling; None when unknown."""
         return None
 
+    def resize_sample(self, sample):
+        """--resize of the decoded sample: image and labels to self.resize, or the image alone
+        with native_labels (Mapillary overrides it: the official fit-and-pad)."""
+        if self.native_labels:
+            return {**sample, "image": T.resize_sample({"image": sample["image"]}, self.resize)["image"]}
+        return T.resize_sample(sample, self.resize)
+
     # -- shared -----------------------------------------------------------------
     def __len__(self):
         return len(self.records)
@@ -266,10 +273,8 @@ class FileDataset(torch.utils.data.Dataset):
         raw = self.load_raw(rec)
         sample = T.to_tensors(raw)
         native_w = sample["image"].shape[-1]
-        if self.resize and self.native_labels:
-            sample["image"] = T.resize_sample({"image": sample["image"]}, self.resize)["image"]
-        elif self.resize:
-            sample = T.resize_sample(sample, self.resize)
+        if self.resize:
+            sample = self.resize_sample(sample)
         if "edges" in self.want and "edges" not in sample:
             if self.edges_source == "cache":
                 raise DataError(f"{self.edge_cache_path(rec)}: cached edge map missing (--edges cache); "

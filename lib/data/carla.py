@@ -24,7 +24,13 @@ Two layouts, per split (train, val, test):
   paths relative to carla/ (or absolute, inside carla/); the right image is not used. When the list file of
   a split exists it is used, otherwise the folders.
 
-Focal length 859.238 px (AT/DT's official code, eval_task.py), used by --focal-ref.
+Focal length: 859.238 px by default (AT/DT's official code, eval_task.py's dict_focals), which is
+2048 / (2 tan 50 deg), the focal of 2048-px-wide renders with a 100-degree horizontal field of view
+(the paper renders CARLA "mimicking the camera settings of the real scenes", Cityscapes' 2048x1024;
+the official code states neither the width nor the field of view: this is our reading of the
+number). Renders of another width W or field of view V have W / (2 tan(V / 2)): give it with
+--carla-focal (the dataset option carla_focal, pixels at the native width). It converts depth
+across cameras (--focal-ref, --focal-at-eval).
 """
 import os
 
@@ -75,7 +81,14 @@ class Carla(FileDataset):
     class_sets = (11,)
     layout = LAYOUT
     known_ids = range(SKY_TAG + 1)
-    FOCAL = 859.238
+    FOCAL = 859.238                 # px, AT/DT's (module docstring)
+    own_options = ("carla_focal",)  # lib.data.register passes it to this dataset only
+
+    def __init__(self, root, split, size, carla_focal=None, **options):
+        if carla_focal is not None and not carla_focal > 0:
+            raise DataError(f"--carla-focal must be a positive focal length in pixels, got {carla_focal}")
+        self.carla_focal = float(carla_focal) if carla_focal else self.FOCAL
+        super().__init__(root, split, size, **options)
 
     def index(self, split):
         list_file = os.path.join(self.root, f"{split}.txt")
@@ -152,7 +165,7 @@ class Carla(FileDataset):
         return depth.astype(np.float32)
 
     def focal(self, rec):
-        return self.FOCAL
+        return self.carla_focal
 
 
 register(Carla, "CARLA renders in AT/DT's encodings (11 classes, 24-bit depth; folders or list files)")

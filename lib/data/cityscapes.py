@@ -9,7 +9,10 @@ Labels:
   not public), so asking for `semantic` on `test` is an error rather than a meaningless score;
   `train_extra` has only coarse labels (gtCoarse), which are not offered as `semantic`.
 - depth: disparity PNG p (uint16), d = (p - 1) / 256 for p > 0, invalid for p = 0 (and d <= 0);
-  depth = baseline * fx / d in metres with the frame's camera/*_camera.json.
+  depth = baseline * fx / d in metres with the frame's camera/*_camera.json. This is the released
+  disparity; AT/DT's depth labels are its own (SGM with a left-right check, AT/DT Sec. 4), which
+  its official code reads as CARLA-encoded depth PNGs (core/input.py) and never released: here
+  AT/DT trains and scores Cityscapes depth on the released disparity (ours, README).
 - edges: from the edge cache or computed from the image (lib/data/base.py).
 
 Only the files of the requested labels are looked for: gtFine for semantic, disparity + camera
@@ -68,7 +71,7 @@ def read_camera(path):
 
 
 def disparity_to_depth(p, baseline, fx):
-    """Official disparity encoding (AT/DT's official code, eval_task.py): d = (p - 1) / 256 for p > 0; depth = b fx / d.
+    """Official disparity encoding (cityscapesScripts' README, "Disparity"): d = (p - 1) / 256 for p > 0; depth = b fx / d.
 
     p = 0 marks an invalid pixel; p = 1 gives d = 0 (infinitely far), also invalid (0)."""
     d = (np.asarray(p, dtype=np.float64) - 1.0) / 256.0

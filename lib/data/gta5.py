@@ -1,7 +1,7 @@
 """GTA5 ("Playing for Data", Richter et al. 2016): UM-Adapt's outdoor source domain.
 
-Layout as unpacked from the official archives: images/00001.png ... and labels/00001.png ...
-(AT/DT's official code, eval_task.py). Labels are Cityscapes labelIds; many official label PNGs are palette ("P")
+Layout as unpacked from the official archives: images/00001.png, ... and labels/00001.png, ...
+Labels are Cityscapes labelIds; many official label PNGs are palette ("P")
 images whose palette index is the labelId, so the index is read, never the colour
 (base.read_gray). Ids go through labels.CITYSCAPES_TO[k].
 

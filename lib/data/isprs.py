@@ -15,8 +15,11 @@ Labels:
 - depth: NOT metres. It is the nDSM height above ground, min-max normalised per tile to [0, 1]
   (SemiMTL, Sec. 4.1), stored as a 16-bit PNG v = 1 + round(h * 65534) and decoded v / 65535.
   The offset keeps ground (h = 0) a valid label under the sample contract's "0 = invalid"
-  (v = 0 is never written); the evaluation's --min-depth (1e-3) leaves ground out of the ratio
-  metrics, which are undefined at zero height.
+  (v = 0 is never written). Ground decodes to 1/65535, below the scorers' --min-depth (1e-3):
+  that floor leaves it out of the ratio metrics, which are undefined at zero height, while
+  train_semimtl.py scores RMSE over every labelled pixel, ground included (docs/semimtl.md).
+  evaluate.py --checkpoint takes the run's RMSE floor (rmse_min_depth) and counts it too;
+  evaluate.py --pred-dir, which has no run, scores RMSE above --min-depth.
 - edges: from the edge cache or computed from the image (lib/data/base.py).
 
 Splits: the contest's train / test tiles (TILES, from the contest pages and the label packages:

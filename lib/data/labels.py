@@ -15,7 +15,8 @@ Class sets (docs/reference.md, "Class maps"):
 - 19: the standard Cityscapes trainIds.
 - 16: the SYNTHIA benchmark classes (19 without terrain, truck, train).
 - 13: the 16 without wall, fence, pole (DADA's mIoU*).
-- 7: DADA's categories (Table 2), following SPIGAN.
+- 7: DADA's categories (Table 2), following SPIGAN; the Cityscapes table is ours (the paper
+  names the categories only): each class's Cityscapes category.
 - 11: AT/DT's shared classes. Two choices the paper leaves open are fixed here:
   'vehicle' is car + motorcycle, as in the official code's cityscapes2carla table (the paper
   text also names bicycle, which the official code ignores: we follow the code so that
@@ -92,7 +93,9 @@ _CLASSES_7 = (
     ("nature", "vegetation", "terrain"),
     ("sky", "sky"),
     ("human", "person", "rider"),
-    # DADA's vehicle is labelIds 26..33, so caravan and trailer count here although
+    # Ours: the DADA paper names the 7 categories only, and its official code reads the
+    # Cityscapes map from an info JSON we could not read. Each class is its Cityscapes
+    # category; vehicle takes labelIds 26..33, so caravan and trailer count here although
     # the 19-class benchmark ignores them.
     ("vehicle", "car", "truck", "bus", "caravan", "trailer", "train", "motorcycle", "bicycle"),
 )

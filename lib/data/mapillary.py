@@ -8,8 +8,19 @@ Labels:
   goes through DADA's 7 categories (VISTAS_TO_7), classes outside them are ignored (255).
 - edges: from the edge cache or computed from the image (lib/data/base.py).
 
-Vistas images vary in size (most are 4:3, from phones): training crops or --resize give equal
-batch shapes; evaluation at native size needs --resize or a batch size of 1.
+Vistas images vary in size and shape (most are 4:3, from phones). --resize H W is the official
+protocol (DADA's dada/dataset/mapillary.py, configs_s2m: 1024x768): `resize_mode="pad"`, the
+default, fits each image inside HxW keeping its aspect (the side that binds set to H or W, the
+other int() of the scaled length) and pads it bottom / right with black. Labels:
+- training: resized (nearest) and padded the same way with 255 (ignored; the official code
+  pads with id 7 too but never reads target training labels: ours, for the oracle);
+- evaluation at their own resolution (native_labels, DADA's protocol): not resized, padded
+  bottom / right to HxW's aspect (the official pad_with_fixed_AS), so the logits of the padded
+  input upsample onto them. The official fill is raw id 7 (len(class list) - 1, meant as
+  'other' but applied before the class map), i.e. bike lane, so the padding scores as 'flat':
+  `pad_label="official"` (default) keeps that, "ignore" fills 255.
+`resize_mode="stretch"` squashes every image to HxW instead (not the official protocol).
+evaluate.py rebuilds the dataset with the defaults, so it re-scores only those.
 The v2.0 package keeps the v1.2 labels under {split}/v1.2/labels/: both layouts are read.
 """
 import os
@@ -17,6 +28,7 @@ import os
 import numpy as np
 
 from lib.data import register
+from lib.data import transforms as T
 from lib.data.base import IGNORE, DataError, FileDataset, list_files
 
 LAYOUT = """\
@@ -87,6 +99,45 @@ VISTAS_TO_7 = {
 }
 
 
+# The official padding id of Vistas labels (dada/dataset/mapillary.py: len(class_names) - 1 of
+# its 8-entry class list, applied to raw ids, so Vistas index 7, construction--flat--bike-lane).
+OFFICIAL_PAD_ID = 7
+RESIZE_MODES, PAD_LABELS = ("pad", "stretch"), ("official", "ignore")
+
+
+def fit_size(h, w, size):
+    """(h', w') of an h x w image fitted inside size = (H, W) with its aspect kept, computed as
+    the official resize_with_pad does (the binding side set exactly, the other int() of it)."""
+    th, tw = size
+    if w / h > tw / th:
+        return max(1, int(h * (tw / w))), tw
+    return th, max(1, int(w * (th / h)))
+
+
+def aspect_pad_size(h, w, size):
+    """(h', w') >= (h, w) with the aspect W / H of size, as the official pad_with_fixed_AS pads
+    an evaluation label (the longer side kept, int() of the other)."""
+    ratio = size[1] / size[0]
+    if ratio > w / h:
+        return h, int(ratio * h)
+    if ratio < w / h:
+        return int(w / ratio), w
+    return h, w
+
+
+def pad_to(sample, size, label_fill=IGNORE):
+    """Every map of `sample` placed top-left in an HxW canvas, as the official resize_with_pad /
+    pad_with_fixed_AS place it: the image padded with 0 (black before normalisation, the
+    official 0 before mean subtraction), semantic with `label_fill`."""
+    out = T.crop(sample, 0, 0, size)             # pads with lib.data.transforms' fill values
+    if "semantic" in sample and label_fill != IGNORE:
+        h, w = sample["semantic"].shape[-2:]
+        sem = out["semantic"]
+        sem[h:, :] = label_fill
+        sem[:, w:] = label_fill
+    return out
+
+
 def vistas_lut(table=VISTAS_TO_7, classes=CLASSES_7):
     """256-entry LUT Vistas index -> class index of `classes` (255 for unlisted classes)."""
     lut = np.full(256, IGNORE, dtype=np.int64)
@@ -105,6 +156,30 @@ class Mapillary(FileDataset):
     class_sets = (7,)
     layout = LAYOUT
     known_ids = range(len(VISTAS_CLASSES))
+
+    def __init__(self, root, split, size, resize_mode="pad", pad_label="official", **options):
+        if resize_mode not in RESIZE_MODES:
+            raise DataError(f"mapillary resize_mode must be {' or '.join(RESIZE_MODES)}, got {resize_mode!r}")
+        if pad_label not in PAD_LABELS:
+            raise DataError(f"mapillary pad_label must be {' or '.join(PAD_LABELS)}, got {pad_label!r}")
+        self.resize_mode, self.pad_label = resize_mode, pad_label
+        super().__init__(root, split, size, **options)
+
+    def resize_sample(self, sample):
+        """--resize as DADA's dada/dataset/mapillary.py (module docstring): fit inside, pad bottom / right."""
+        if self.resize_mode == "stretch":
+            return super().resize_sample(sample)
+        h, w = sample["image"].shape[-2:]
+        fit = fit_size(h, w, self.resize)
+        # The official fill only at the official 4:3 (1024x768): at 2:1 (Table 2's 320x640 rows,
+        # ours) it would score a third of each 4:3 label as flat, so the padding is ignored there.
+        official = self.pad_label == "official" and not self.train and self.resize[0] * 4 == self.resize[1] * 3
+        fill = int(self.label_lut()[OFFICIAL_PAD_ID]) if official else IGNORE
+        if not self.native_labels:
+            return pad_to(T.resize_sample(sample, fit), self.resize, fill)
+        image = pad_to(T.resize_sample({"image": sample["image"]}, fit), self.resize)["image"]
+        labels = {k: v for k, v in sample.items() if k != "image"}
+        return {**pad_to(labels, aspect_pad_size(h, w, self.resize), fill), "image": image}
 
     def index(self, split):
         base = os.path.join(self.root, SPLIT_FOLDERS[split])

@@ -28,8 +28,9 @@ def denormalize(image):
 # Every function takes and returns the sample dict before normalisation: image float 3xHxW in
 # [0, 1]; semantic int64 HxW (255 ignore); depth float HxW (0 invalid); normals 3xHxW; edges HxW.
 IGNORE = 255
-_NEAREST = ("semantic", "depth", "normals")   # labels never interpolated across boundaries
-_FILL = {"image": 0.0, "semantic": IGNORE, "depth": 0.0, "normals": 0.0, "edges": 0.0}
+_NEAREST = ("semantic", "depth", "normals", "valid")   # labels never interpolated across boundaries
+# "valid": an optional 1-map a caller adds to learn which pixels padding or rotation made up (0)
+_FILL = {"image": 0.0, "semantic": IGNORE, "depth": 0.0, "normals": 0.0, "edges": 0.0, "valid": 0}
 
 
 def to_tensors(raw):
@@ -124,6 +125,50 @@ def paired_transform(sample, size, resize=None, train=False, flip=False, photome
     if photometric:
         sample["image"] = photometric_jitter(sample["image"])
     return sample
+
+
+def scale_sample(sample, factor, divide_depth=False):
+    """Random-scaling step of EncNet's augmentation (SemiMTL Sec. 4.1 "following [65]"): every
+    map resized by `factor` (image, edges bilinear; labels nearest, as resize_sample). With
+    divide_depth the depth is divided by the factor: an image enlarged s times looks as if
+    the scene were s times closer to the same camera (Eigen et al. 2014's scale augmentation)."""
+    H, W = sample["image"].shape[-2:]
+    out = resize_sample(sample, (max(1, round(H * factor)), max(1, round(W * factor))))
+    if divide_depth and "depth" in out:
+        out["depth"] = out["depth"] / factor
+    return out
+
+
+def rotate_sample(sample, degrees):
+    """Rotation step of EncNet's augmentation (EncNet Sec. 4.1, as SemiMTL Sec. 4.1 follows it):
+    `degrees` counter-clockwise about the image centre, on the pixel grid (not the normalised
+    one, so non-square images are not sheared); image and edges bilinear, labels nearest, the
+    uncovered corners 0 (image) or invalid. Camera-frame normals would also need their x, y
+    components rotated: refused."""
+    if "normals" in sample:
+        raise ValueError("rotate_sample does not rotate normal vectors: leave rotation off with normals")
+    H, W = sample["image"].shape[-2:]
+    a = torch.deg2rad(torch.tensor(float(degrees), dtype=torch.float64))
+    c, s = float(torch.cos(a)), float(torch.sin(a))
+    # affine_grid maps each output pixel to the input in normalised [-1, 1] coordinates
+    # (x_n = 2 X / W): the pixel rotation X_in = c X - s Y, Y_in = s X + c Y is
+    # [[c, -s H / W], [s W / H, c]] there; with y pointing down it turns the content
+    # counter-clockwise as displayed (the top moves to the left at 90 degrees).
+    theta = torch.tensor([[c, -s * H / W, 0.0], [s * W / H, c, 0.0]], dtype=torch.float32)[None]
+    grid = F.affine_grid(theta, (1, 1, H, W), align_corners=False)
+    inside = F.grid_sample(torch.ones(1, 1, H, W), grid, mode="nearest", align_corners=False)[0, 0] > 0
+    out = dict(sample)
+    for key, t in sample.items():
+        if not torch.is_tensor(t) or t.dim() < 2 or tuple(t.shape[-2:]) != (H, W):
+            continue
+        x = (t[None] if t.dim() == 3 else t[None, None]).float()
+        mode = "nearest" if key in _NEAREST else "bilinear"
+        x = F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
+        x = x[0] if t.dim() == 3 else x[0, 0]
+        if key in _NEAREST:
+            x = torch.where(inside, x, torch.full_like(x, _FILL.get(key, 0.0)))
+        out[key] = x.to(t.dtype)
+    return out
 
 
 def focal_scale(focal, focal_ref):

@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lib.engine import UserError
+from lib.evaluation import label_size
 
 from .backbones import _imagenet_state_dict, _strip_prefix, load_backbone_state
 from .deeplab import AsppSum, build_deeplab_backbone
@@ -108,19 +109,40 @@ class DadaNet(nn.Module):
         return self.classifier(feat), depth
 
     def forward(self, x):
-        """{"semantic": logits upsampled (bilinear, align_corners=True) to x's size} (inference convention)."""
+        """{"semantic": logits upsampled once (bilinear, align_corners=True)}: straight to the label
+        size while scored (lib.evaluation.label_size; the official test, ADVENT eval_UDA.py), else
+        to x's size."""
         logits, _ = self.forward_raw(x)
-        return {"semantic": F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=True)}
+        size = label_size() or x.shape[-2:]
+        return {"semantic": F.interpolate(logits, size=size, mode="bilinear", align_corners=True)}
 
     def head_modules(self):
         """The 10x-lr modules (official get_10x_lr_params): classifier and depth block."""
         return [self.classifier] + ([self.depth] if self.depth is not None else [])
 
-    def param_groups(self, lr):
-        """[backbone at lr, classifier + depth block at 10 lr] (official optim_parameters), trainable only."""
+    def official_repeats(self):
+        """{parameter: how often ADVENT's get_1x_lr_params_no_scale yields it}: once per module on
+        its path below conv1, bn1, layer1..4 (their modules(), then each one's parameters()), so
+        conv1 1, a block's convs 3, a downsample conv 4 (lib/optim.py)."""
+        counts, b = {}, self.backbone
+        for root in (b.conv1, b.bn1, b.layer1, b.layer2, b.layer3, b.layer4):
+            for module in root.modules():
+                for p in module.parameters():
+                    if p.requires_grad:
+                        counts[p] = counts.get(p, 0) + 1
+        return counts
+
+    def param_groups(self, lr, official_repeats=False):
+        """[backbone at lr, classifier + depth block at 10 lr] (official optim_parameters), trainable
+        only, each tensor once; official_repeats: the backbone group also carries "repeats", the
+        official multiplicity of each tensor (lib.optim.RepeatedSGD reads it)."""
         head = [p for m in self.head_modules() for p in m.parameters() if p.requires_grad]
         trunk = [p for p in self.backbone.parameters() if p.requires_grad]
-        return [{"params": trunk, "lr": lr}, {"params": head, "lr": 10 * lr}]
+        groups = [{"params": trunk, "lr": lr}, {"params": head, "lr": 10 * lr}]
+        if official_repeats:
+            counts = self.official_repeats()
+            groups[0]["repeats"] = [counts[p] for p in trunk]
+        return groups
 
 
 # ----------------------------------------------------------------------------- official names
@@ -306,9 +328,14 @@ def official_to_net(state, source, classes=None, depth=None, backbone=None):
 
 
 def import_args(path, classes):
-    """The args an imported checkpoint records: scored on Cityscapes at the official 1024x512 input."""
+    """The args an imported checkpoint records: scored on Cityscapes as the official test does
+    (ADVENT eval_UDA.py): the 1024x512 input, the labels at their own 2048x1024, one at a time."""
+    scoring = [{"dataset": "cityscapes", "role": "--tgt", "split": "val", "size": [512, 1024],
+                "batch_size": 1, "max_batches": None, "native_labels": True, "proc_length": None,
+                "root": None, "classes": classes, "resize": [512, 1024], "focal_ref": None,
+                "kitti_protocol": None, "carla_focal": None}]
     return Namespace(tgt="cityscapes", src="synthia", classes=classes, resize=[512, 1024],
-                     size=[512, 1024], imported_from=os.path.abspath(path))
+                     size=[512, 1024], imported_from=os.path.abspath(path), scoring=scoring)
 
 
 def official_checkpoint(path):

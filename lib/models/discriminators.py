@@ -19,9 +19,9 @@ class FeatureCritic(nn.Module):
 
 
 class OutputDiscriminator(nn.Sequential):
-    """ADVENT / DADA's fully convolutional discriminator on output-space maps (DADA Sec. 3.3;
-    official get_fc_discriminator): 4x4 stride-2 convs C->64->128->256->512->1, LeakyReLU 0.2
-    after the first four, one logit per output location."""
+    """ADVENT / DADA's fully convolutional discriminator on output-space maps (DADA Sec. 3.2 and
+    4.1, "DCGAN's discriminator"; official get_fc_discriminator): 4x4 stride-2 convs
+    C->64->128->256->512->1, LeakyReLU 0.2 after the first four, one logit per output location."""
 
     def __init__(self, in_channels, width=64):
         chans = [in_channels, width, width * 2, width * 4, width * 8]

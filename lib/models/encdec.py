@@ -4,7 +4,8 @@ Every method's inference model returns, at the input resolution, a dict holding 
     "semantic": (B, C, H, W) logits      "depth": (B, H, W) metres > 0
     "normals":  (B, 3, H, W) unit vectors "edges": (B, H, W) in [0, 1]
 so `evaluate.py` can score any checkpoint. `EncDecNet` is the plainest such model: one
-dilated ResNet encoder and one AT/DT `UpsampleDecoder` per task on layer4.
+dilated ResNet encoder and one AT/DT decoder per task on layer4 (`UpsampleDecoder`, or the
+official code's `OfficialDecoder` with decoder="official").
 """
 
 import math
@@ -12,7 +13,7 @@ import math
 import torch.nn as nn
 
 from .backbones import build_backbone
-from .decoders import TASK_CHANNELS, TASKS, UpsampleDecoder, to_prediction
+from .decoders import TASK_CHANNELS, TASKS, build_decoder, to_prediction
 
 
 def check_tasks(tasks):
@@ -34,12 +35,14 @@ class EncDecNet(nn.Module):
     """Shared ResNet encoder + one AT/DT upsampling decoder per task (AT/DT Sec. 4 "Architecture")."""
 
     def __init__(self, backbone="resnet18", output_stride=16, pretrained="none", tasks=None,
-                 decoder_width=256, multi_grid=None, depth_scale=1.0, depth_focal=None):
+                 decoder_width=256, multi_grid=None, depth_scale=1.0, depth_focal=None,
+                 decoder="upsample"):
         super().__init__()
         # Depth is predicted in units of depth_scale metres (AT/DT regresses depth / 100).
         self.depth_scale = float(depth_scale)
         # The depth convention, stored with the model so every scorer converts it the same way:
-        # None = metres; F = depth as a camera of focal F px sees it (AT/DT's focal rescaling).
+        # None = metres; F = depth as a camera of focal F px sees it (scored x f_sample / F, as
+        # AT/DT's eval_task.py rescales a network trained on its source alone).
         self.depth_focal = float(depth_focal) if depth_focal else None
         self.tasks = check_tasks(tasks if tasks is not None else {"semantic": 11})
         self.backbone = build_backbone(backbone, output_stride, pretrained, multi_grid)
@@ -47,7 +50,7 @@ class EncDecNet(nn.Module):
         # log2(output_stride) x2 upsamplings bring layer4 back to the input resolution.
         num_up = int(math.log2(output_stride))
         self.decoders = nn.ModuleDict({
-            task: UpsampleDecoder(in_channels, channels, num_up=num_up, width=decoder_width)
+            task: build_decoder(decoder, in_channels, channels, num_up, decoder_width)
             for task, channels in self.tasks.items()
         })
 

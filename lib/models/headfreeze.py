@@ -13,9 +13,11 @@ resolution:
 HeadFreeze freezes "the layers after the second upsampling layer, including any skip
 connection weights" (Sec. 4.4): here the third upsampling layer (`up3`), its skip (`lat1`),
 every task's deconvolution and the keypoint-depth branch, which reads the second upsampling
-layer's output. `freeze_head()` stops their gradients and keeps their BatchNorm in eval mode
-(the frozen head is a fixed function learned on the source); the switch is stored as a
-buffer, so a resumed run comes back frozen.
+layer's output. `freeze_after` (0-3, default 2) moves that point, as the paper tunes the
+"layers to freeze" (Sec. 4.4): the layers after the N-th upsampling layer freeze, each
+upsampling layer with its skip, and always the output layers. `freeze_head()` stops their
+gradients and keeps their BatchNorm in eval mode (the frozen head is a fixed function learned
+on the source); the switch is stored as a buffer, so a resumed run comes back frozen.
 """
 import torch
 import torch.nn as nn
@@ -24,7 +26,19 @@ import torch.nn.functional as F
 from .backbones import build_backbone
 from .decoders import to_normals
 
-HEAD_MODULES = ("lat1", "up3", "heads", "kp_depth")   # what HeadFreeze freezes (Sec. 4.4)
+# Upsampling layer k (1-3) with its skip connection, bottom-up from P5 (Sec. 4.4).
+UPSAMPLING = (("up1", "lat3"), ("up2", "lat2"), ("up3", "lat1"))
+
+
+def head_module_names(freeze_after=2):
+    """The modules HeadFreeze freezes: every upsampling layer after the `freeze_after`-th with its
+    skip, and the output layers (Sec. 4.4: after the second upsampling layer, skips included)."""
+    if freeze_after not in range(len(UPSAMPLING) + 1):
+        raise ValueError(f"freeze_after must be 0-{len(UPSAMPLING)}, got {freeze_after!r}")
+    return tuple(n for pair in UPSAMPLING[freeze_after:] for n in pair) + ("heads", "kp_depth")
+
+
+HEAD_MODULES = head_module_names(2)   # what HeadFreeze freezes by default (Sec. 4.4)
 
 
 def conv_bn_relu(cin, cout):
@@ -38,9 +52,10 @@ class HeadFreezeNet(nn.Module):
     the input resolution, optional keypoint-depth FC branch (HeadFreeze Sec. 4.4)."""
 
     def __init__(self, backbone="resnet50", pretrained="none", tasks=None, width=256,
-                 keypoint_depth=0, fc_hidden=256):
+                 keypoint_depth=0, fc_hidden=256, freeze_after=2):
         super().__init__()
         self.tasks = dict(tasks if tasks is not None else {"normals": 3, "semantic": 11})
+        self.head_names = head_module_names(freeze_after)
         self.backbone = build_backbone(backbone, output_stride=32, pretrained=pretrained)
         ch = self.backbone.channels
         self.lat4 = nn.Conv2d(ch["layer4"], width, 1)
@@ -89,8 +104,9 @@ class HeadFreezeNet(nn.Module):
         return raw
 
     def head_modules(self):
-        """The layers after the second upsampling layer, skip weights included (Sec. 4.4)."""
-        return [m for name in HEAD_MODULES if (m := getattr(self, name)) is not None]
+        """The layers after the `freeze_after`-th upsampling layer (by default the second), skip
+        weights included, and the output layers (Sec. 4.4)."""
+        return [m for name in self.head_names if (m := getattr(self, name)) is not None]
 
     def head_parameters(self):
         return [p for m in self.head_modules() for p in m.parameters()]

@@ -129,14 +129,22 @@ class SemiMtlNet(nn.Module):
         return out
 
 
-def depth_target(depth, kind, scale=CITYSCAPES_BASELINE_FOCAL):
+PAD_DEPTH = -1.0   # depth of pixels the augmentation made up (padding, rotated-in corners): no label
+
+
+def depth_target(depth, kind, scale=CITYSCAPES_BASELINE_FOCAL, holes="zero"):
     """The depth regression target and its mask (Sec. 4.1): inverse = scale / depth with 0
-    where depth is 0 (sky / infinity: a valid target, every pixel counts); height = the label
-    itself where it is > 0."""
+    where depth is 0 (sky / infinity: a valid target), or, with holes="mask", those pixels left
+    out (ours: Cityscapes' disparity holes and its sky are both 0 and go together); height = the
+    label itself where it is > 0. Pixels at PAD_DEPTH (augmentation padding) are never a target:
+    padding is not sky."""
     if kind == "height":
         return depth, depth > 0
     inv = torch.where(depth > 0, scale / depth.clamp_min(1e-6), torch.zeros_like(depth))
-    return inv, None
+    if holes == "mask":
+        return inv, depth > 0
+    padded = depth < 0
+    return inv, (~padded if padded.any() else None)
 
 
 class DomainDiscriminator(nn.Module):

@@ -1,7 +1,9 @@
 """UM-Adapt (Kundu et al., ICCV 2019) networks: the base multi-task model, the task-transfer
 networks N(->t), the CCR contour decoder, FCF's feature reconstructor and UM-Adapt-B's joint
-discriminator. The paper releases no code and shows no layer tables beyond Fig. 2 / Sec. 3-4;
-every size below that the paper does not give is ours and marked so (docs/umadapt.md).
+discriminator. The paper releases no code. Its supplementary material gives the layers of
+N(->t) (Table 2) and of the discriminator (Table 1), built here as printed; the base model
+follows Laina et al.'s FCRN (Sec. 4.1). Every size the paper does not give is ours and marked
+so (docs/umadapt.md).
 
 Resolutions (Sec. 4.1): the encoder is a plain (undilated) ResNet, output stride 32, and each
 task decoder is Laina et al.'s FCRN: a 1x1 conv to `width` channels and four up-projection
@@ -100,59 +102,83 @@ class UMAdaptNet(nn.Module):
         return {t: resize_prediction(t, p, x.shape[-2:]) for t, p in preds.items()}
 
 
-def encode_maps(maps, num_classes):
-    """The input representation of a task-transfer network (ours; Sec. 3.1.1 does not say):
-    semantic as class probabilities (logits -> softmax) or one-hot labels (ignore -> all 0),
-    depth as log(1 + metres) (invalid -> 0), normals as the 3 unit components (invalid -> 0).
-    `maps`: {task: prediction or label}, concatenated in TASK_ORDER."""
-    chans = []
-    for task in TASK_ORDER:
-        if task not in maps:
-            continue
-        x = maps[task]
-        if task == "semantic":
-            if x.is_floating_point():
-                chans.append(x.softmax(1))
-            else:
-                valid = (x != 255)
-                one_hot = F.one_hot(torch.where(valid, x, torch.zeros_like(x)), num_classes)
-                chans.append(one_hot.permute(0, 3, 1, 2).float() * valid[:, None])
-        elif task == "depth":
-            chans.append(torch.log1p(x.clamp_min(0))[:, None])
-        else:
-            chans.append(x)
-    return torch.cat(chans, 1)
+def encode_map(task, x):
+    """One map as the task-transfer networks and the discriminator read it (ours; Supp. Tables
+    1-2 name the inputs "depth-map", "normal-map", "seg-map" only): semantic as class
+    probabilities (softmax of a prediction, one-hot / pseudo-softmax of a label, lib/umadapt.py),
+    depth as log(1 + metres) (invalid -> 0), normals as their 3 components (invalid -> 0)."""
+    if task == "depth":
+        return torch.log1p(x.clamp_min(0))[:, None]
+    if task == "semantic" and not x.is_floating_point():
+        raise TypeError("encode_map: give semantic maps as class probabilities (lib.umadapt.true_maps)")
+    return x
+
+
+LEAK = 0.2      # leaky ReLU slope: the tables do not give it; DCGAN / pix2pix's 0.2 (ours)
+
+
+def conv(cin, cout, k, stride=1, bn=False):
+    """"Conv" (conv + leaky ReLU) or, with bn, "Conv*" (conv + BatchNorm + leaky ReLU) of Supp.
+    Tables 1-2. The tables give plain rows no non-linearity; we add the leaky ReLU, else two
+    stacked convs would be one linear map (ours). Padding k // 2: stride 2 halves the size."""
+    layers = [nn.Conv2d(cin, cout, k, stride, k // 2, bias=not bn)]
+    layers += [nn.BatchNorm2d(cout)] if bn else []
+    return nn.Sequential(*layers, nn.LeakyReLU(LEAK, inplace=True))
+
+
+class Deconv(nn.Module):
+    """"Deconv" / "Deconv*" (with bn) of Supp. Tables 1-2: a transposed conv, BatchNorm, leaky
+    ReLU. forward(x, size) returns exactly `size` (the matching encoder size), so any input
+    size comes back to itself."""
+
+    def __init__(self, cin, cout, k, stride, bn=True):
+        super().__init__()
+        self.deconv = nn.ConvTranspose2d(cin, cout, k, stride, k // 2, bias=not bn)
+        self.post = nn.Sequential(*([nn.BatchNorm2d(cout)] if bn else []), nn.LeakyReLU(LEAK, inplace=True))
+
+    def forward(self, x, size=None):
+        return self.post(self.deconv(x, output_size=None if size is None else list(size)))
+
+
+def _widths(width):
+    """Table widths scaled by width / 64 (64: the tables' own; smaller for CPU runs and tests)."""
+    return lambda n: max(1, n * width // 64)
 
 
 class TaskTransferNet(nn.Module):
-    """N(->t) of Sec. 3.1.1: a small encoder-decoder from the other tasks' maps to task t.
-    Ours (the paper gives no layers): three stride-2 conv3x3+ReLU (w, 2w, 4w), three
-    bilinear x2 + conv3x3+ReLU back, a 3x3 prediction conv; no BatchNorm, so a frozen N is
-    a fixed function in any mode. Returns the prediction of t (lib.models.decoders)."""
+    """N(->t) of Sec. 3.1.1 as Supp. Table 2 gives it (its N(->seg)(depth, normals) at 128x160):
+    per input map C1 Conv 3x3 64 and C2 Conv* 3x3 128 /2, concatenated; C3m Conv 3x3 256 /2;
+    Conv* 3x3 512 /2 (the table's second "C3m", input "C2m"); C4m Conv* 3x3 512; EN Conv 3x3
+    1024 /2 (the bottleneck, 8x10 indoors); C5m-C8m Deconv* 3x3 512, 512, 256, 128 x2; C9 Conv
+    1x1 to task t (softmax for segmentation: the loss takes logits). Inputs: {task: encode_map}.
+    `width`: C1's width (64 = the table; every layer scales with it)."""
 
-    def __init__(self, target, inputs, num_classes, width=32):
+    def __init__(self, target, inputs, num_classes, width=64):
         super().__init__()
-        self.target, self.inputs, self.num_classes = target, list(inputs), num_classes
-        cin = sum(task_channels(self.inputs, num_classes).values())
-        cout = task_channels([target], num_classes)[target]
-        w = [width, 2 * width, 4 * width]
-        self.down = nn.Sequential(
-            nn.Conv2d(cin, w[0], 3, 2, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(w[0], w[1], 3, 2, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(w[1], w[2], 3, 2, 1), nn.ReLU(inplace=True))
-        self.up = nn.ModuleList([nn.Conv2d(w[2], w[1], 3, 1, 1), nn.Conv2d(w[1], w[0], 3, 1, 1),
-                                 nn.Conv2d(w[0], w[0], 3, 1, 1)])
-        self.head = nn.Conv2d(w[0], cout, 3, 1, 1)
+        self.target, self.inputs = target, [t for t in TASK_ORDER if t in inputs]
+        c, chans = _widths(width), task_channels(TASK_ORDER, num_classes)
+        self.c1 = nn.ModuleDict({t: conv(chans[t], c(64), 3) for t in self.inputs})
+        self.c2 = nn.ModuleDict({t: conv(c(64), c(128), 3, 2, bn=True) for t in self.inputs})
+        self.c3m = conv(len(self.inputs) * c(128), c(256), 3, 2)
+        self.c3m_2 = conv(c(256), c(512), 3, 2, bn=True)
+        self.c4m = conv(c(512), c(512), 3, 1, bn=True)
+        self.en = conv(c(512), c(1024), 3, 2)
+        ups = [c(1024), c(512), c(512), c(256), c(128)]
+        self.up = nn.ModuleList([Deconv(a, b, 3, 2) for a, b in zip(ups[:-1], ups[1:])])   # C5m-C8m
+        self.c9 = nn.Conv2d(c(128), chans[target], 1)
 
     def forward(self, maps):
-        """maps: {task: prediction or label} holding every input task -> prediction of target."""
-        x = encode_maps({t: maps[t] for t in self.inputs}, self.num_classes)
-        size = x.shape[-2:]
-        h = self.down(x)
-        for conv in self.up:
-            h = F.relu(conv(F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)))
-        h = F.interpolate(h, size=size, mode="bilinear", align_corners=False)
-        return to_prediction(self.target, self.head(h))
+        """maps: {task: encoded map} holding every input task -> prediction of the target task."""
+        x = torch.cat([self.c2[t](self.c1[t](maps[t])) for t in self.inputs], 1)
+        sizes = [maps[self.inputs[0]].shape[-2:], x.shape[-2:]]
+        x = self.c3m(x)
+        sizes.append(x.shape[-2:])
+        x = self.c4m(self.c3m_2(x))
+        sizes.append(x.shape[-2:])
+        x = self.en(x)
+        for up, size in zip(self.up, reversed(sizes)):
+            x = up(x, size)
+        return to_prediction(self.target, self.c9(x))
 
 
 class ContourDecoder(nn.Sequential):
@@ -188,28 +214,52 @@ class FeatureReconstructor(nn.Sequential):
 
 
 class JointDiscriminator(nn.Module):
-    """UM-Adapt-B's single discriminator on (latent, depth, normals, semantic) (Sec. 3.3.1).
-    The paper's details are in its supplementary, which is not available; ours: the maps
-    (encode_maps) go through stride-2 4x4 convs down to the latent's size, are concatenated
-    with a 1x1 projection of the latent, and two more convs give one logit per location
-    (LeakyReLU 0.2, no BatchNorm, as DADA's output discriminator)."""
+    """UM-Adapt-B's critic on (latent, depth, normals, semantics) (Sec. 3.3.1), Supp. Table 1:
+    per map C1 Conv 3x3 64, C2 Conv* 3x3 128 /2; C3n+d Conv 3x3 256 /2 on depth || normals,
+    C3s Conv* 3x3 256 /2 on semantics; the latent through C1m Deconv 1x1 512, C2m Deconv* 3x3
+    512 x2 and C3m Deconv* 3x3 256 x2 (the table prints stride 1 for C2m and C1m as C3m's
+    input; its output sizes, 8x10 -> 16x20 -> 32x40, need x2 twice, so we read C2m -> C3m);
+    fused at 32x40: C1c Conv 1x1 512, C2c Conv* 3x3 1024 /2, C3c Conv* 3x3 512 /2, C4c Conv
+    1x1 1: one critic value per 8x10 patch. Trained as WGAN-GP (Supp.; lib.losses). `tasks`:
+    the maps it reads (any subset); `width`: C1's width (64 = the table)."""
 
-    def __init__(self, latent_channels, map_channels, width=64, latent_stride=16):
+    def __init__(self, latent_channels, tasks, num_classes, width=64):
         super().__init__()
-        layers, c = [], map_channels
-        for i in range(int(latent_stride).bit_length() - 1):       # log2(stride) halvings
-            out = min(width * 2 ** i, 4 * width)
-            layers += [nn.Conv2d(c, out, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
-            c = out
-        self.maps = nn.Sequential(*layers)
-        self.latent = nn.Sequential(nn.Conv2d(latent_channels, 4 * width, 1), nn.LeakyReLU(0.2, inplace=True))
-        self.joint = nn.Sequential(nn.Conv2d(c + 4 * width, 4 * width, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
-                                   nn.Conv2d(4 * width, 1, 3, 1, 1))
+        self.tasks = [t for t in TASK_ORDER if t in tasks]
+        self.geo = [t for t in ("depth", "normals") if t in self.tasks]
+        c, chans = _widths(width), task_channels(TASK_ORDER, num_classes)
+        self.c1 = nn.ModuleDict({t: conv(chans[t], c(64), 3) for t in self.tasks})
+        self.c2 = nn.ModuleDict({t: conv(c(64), c(128), 3, 2, bn=True) for t in self.tasks})
+        self.c3nd = conv(len(self.geo) * c(128), c(256), 3, 2) if self.geo else None
+        self.c3s = conv(c(128), c(256), 3, 2, bn=True) if "semantic" in self.tasks else None
+        self.c1m = Deconv(latent_channels, c(512), 1, 1, bn=False)
+        self.c2m, self.c3m = Deconv(c(512), c(512), 3, 2), Deconv(c(512), c(256), 3, 2)
+        fused = (1 + bool(self.geo) + ("semantic" in self.tasks)) * c(256)
+        self.c1c = conv(fused, c(512), 1)
+        self.c2c, self.c3c = conv(c(512), c(1024), 3, 2, bn=True), conv(c(1024), c(512), 3, 2, bn=True)
+        self.c4c = nn.Conv2d(c(512), 1, 1)
 
-    def forward(self, z, maps):
-        m = self.maps(maps)
-        m = F.interpolate(m, size=z.shape[-2:], mode="bilinear", align_corners=False)
-        return self.joint(torch.cat([self.latent(z), m], 1))
+    def forward(self, z, *maps):
+        """z: res5 (B, C5, h, w); maps: the encoded maps of self.tasks in that order (a flat list, as
+        WGAN-GP interpolates it), at 16x z's size -> one critic value per patch (B, 1, h, w)."""
+        h = {t: self.c2[t](self.c1[t](m)) for t, m in zip(self.tasks, maps)}
+        parts = ([self.c3s(h["semantic"])] if self.c3s is not None else []) + \
+                ([self.c3nd(torch.cat([h[t] for t in self.geo], 1))] if self.geo else [])
+        m = self.c1m(z)
+        m = self.c2m(m, [2 * s for s in m.shape[-2:]])
+        parts.append(self.c3m(m, parts[0].shape[-2:]))
+        return self.c4c(self.c3c(self.c2c(self.c1c(torch.cat(parts, 1)))))
+
+
+def target_model(base, target_bn_stats=False):
+    """Mt with the task decoders (Sec. 3.1.2): a copy of the base model whose encoder is
+    target_encoder's and whose decoders are frozen (eval mode unless `target_bn_stats`)."""
+    net = copy.deepcopy(base)
+    net.encoder = target_encoder(base.encoder, target_bn_stats)
+    net.decoders.requires_grad_(False)
+    if not target_bn_stats:
+        freeze_bn(net.decoders.eval())
+    return net
 
 
 def target_encoder(base_encoder, target_bn_stats=False):
@@ -225,3 +275,12 @@ def target_encoder(base_encoder, target_bn_stats=False):
         if not target_bn_stats:
             freeze_bn(child)
     return mt
+
+
+def target_forward(net, x):
+    """Mt(x) split at res4f: the frozen trunk (no graph), then res5 and the frozen decoders."""
+    enc = net.encoder
+    with torch.no_grad():
+        f4 = enc.layer3(enc.layer2(enc.layer1(enc.maxpool(enc.relu(enc.bn1(enc.conv1(x)))))))
+    z = enc.layer4(f4)
+    return f4, z, {k: v.float() for k, v in net.decode(z).items()}
