@@ -110,8 +110,8 @@ def add_common_args(parser):
                    help="cap on validation batches (default: the whole split)")
     g.add_argument("--smoke", action="store_true",
                    help="an end-to-end check of a command, not an experiment: resnet-tiny from "
-                        "scratch, every --*-width at most 16, every size flag / 16 (multiples of 8, at least 32), batches of "
-                        "at most 2, 2 iterations (per stage), one evaluation batch, no workers; "
+                        "scratch, every --*-width at most 16, every size flag / 16 (multiples of 8, "
+                        "at least 32), batches of at most 2, 2 iterations (per stage), one evaluation batch, no workers; "
                         "everything else (class maps, per-domain resizes, label resolution, "
                         "selection, seeds) stays as the preset and the flags say "
                         "(experiments/*.sh: SMOKE=1)")
@@ -121,13 +121,11 @@ def add_common_args(parser):
 def check_common_args(args):
     """Reject flag values that would fail later with an obscure error (one line each)."""
     from lib.engine import UserError
-    positive = ("iters", "batch_size", "proc_length", "eval_batches", "log_every")
+    positive = ("iters", "batch_size", "proc_length", "eval_batches", "log_every",
+                *(name for name in vars(args) if name.endswith("_width")))   # every script's --*-width
     for name in positive:
         value = getattr(args, name, None)
         if value is not None and value <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    for name, value in vars(args).items():   # every script's --*-width
-        if name.endswith("_width") and isinstance(value, int) and value <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {value}")
     for name in ("workers", "stop_at", "save_every", "eval_every"):
         value = getattr(args, name, None)
@@ -253,7 +251,6 @@ def apply_preset(args, presets, datasets, log=print):
     return args
 
 
-
 SMOKE_SIZES = ("size", "resize", "src_resize", "tgt_resize")   # the H W flags --smoke shrinks
 SMOKE_WIDTH = 16
 
@@ -267,11 +264,10 @@ def apply_smoke(args):
         if getattr(args, dest, None):
             setattr(args, dest, [max(32, -(-v // 128) * 8) for v in getattr(args, dest)])
     args.backbone, args.pretrained, args.workers, args.eval_batches = "resnet-tiny", "none", 0, 1
-    for dest, value in vars(args).copy().items():   # decoders, heads, critics: 16 channels at most
-        if dest.endswith("_width") and isinstance(value, int):
-            setattr(args, dest, min(value, SMOKE_WIDTH))
     args.batch_size = min(args.batch_size, 2)
     for dest, value in vars(args).copy().items():
+        if dest.endswith("_width") and isinstance(value, int):   # decoders, heads, critics
+            setattr(args, dest, min(value, SMOKE_WIDTH))
         if dest == "iters" or (dest.endswith("_iters") and isinstance(value, int)):
             setattr(args, dest, 2)
     if getattr(args, "eval_every", 0):

@@ -45,3 +45,16 @@ def test_output_dir_naming_a_file_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse(add_common_args(argparse.ArgumentParser()), ["--output-dir", str(tmp_path / "f")])
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_every_width_flag_must_be_positive_and_smoke_caps_it():
+    """check_common_args covers each script's --*-width; --smoke caps them at 16 and shrinks the run."""
+    from lib.args import apply_preset
+    from lib.engine import UserError
+    import train_dada
+    parser = train_dada.get_args_parser()
+    with pytest.raises(UserError, match="--d-width must be positive, got 0"):
+        apply_preset(parser.parse_args(["--d-width", "0"]), train_dada.PRESETS, ["proc-a", "proc-b"], log=None)
+    args = apply_preset(parser.parse_args(["--smoke", "--d-width", "64", "--iters", "50"]), train_dada.PRESETS,
+                        ["proc-a", "proc-b"], log=None)
+    assert (args.d_width, args.iters, args.backbone, args.eval_batches) == (16, 2, "resnet-tiny", 1)

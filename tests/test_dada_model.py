@@ -389,11 +389,16 @@ def _official_group(net, lr):
     return [{"params": list(_advent_1x_params(net)), "lr": lr}, {"params": head, "lr": 10 * lr}]
 
 
-def _train(net, opt, steps=4, seed=0):
-    """`steps` SGD steps of CE + mean inverse depth on one fixed batch, under poly decay."""
+def _train(net, opt, steps=4, seed=0, start=0):
+    """`steps` SGD steps of CE + mean inverse depth on one fixed batch, under poly decay, from
+    step `start` of the schedule (a resumed run's)."""
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(2, 3, 32, 48, generator=g), torch.randint(0, 3, (2, 32, 48), generator=g)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: (1 - it / 10) ** 0.9)
+    if start:
+        sched.last_epoch = start
+        for group, base in zip(opt.param_groups, sched.base_lrs):
+            group["lr"] = base * (1 - start / 10) ** 0.9
     net.train()
     for _ in range(steps):
         opt.zero_grad()
@@ -461,20 +466,8 @@ def test_repeated_sgd_resumes_exactly():
     fresh = RepeatedSGD(b.param_groups(0.05), **SGD_ARGS)          # counts 1 until loaded
     fresh.load_state_dict(opt.state_dict())
     assert fresh.param_groups[0]["repeats"] == opt.param_groups[0]["repeats"] and 4 in fresh.param_groups[0]["repeats"]
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(2, 3, 32, 48, generator=g), torch.randint(0, 3, (2, 32, 48), generator=g)
-    sched = torch.optim.lr_scheduler.LambdaLR(fresh, lambda it: (1 - it / 10) ** 0.9)
-    sched.last_epoch = 2
-    for group, lr in zip(fresh.param_groups, (0.05, 0.5)):
-        group["lr"] = lr * (1 - 2 / 10) ** 0.9
-    for _ in range(2):
-        fresh.zero_grad()
-        logits, depth = b.forward_raw(x)
-        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=True)
-        (F.cross_entropy(logits, y) + depth.mean()).backward()
-        fresh.step()
-        sched.step()
-    torch.testing.assert_close([p.detach() for p in b.parameters()], whole, rtol=0, atol=0)
+    resumed = _train(b, fresh, steps=2, start=2)
+    torch.testing.assert_close(resumed, whole, rtol=0, atol=0)
     with pytest.raises(ValueError, match="one count >= 1 per parameter"):
         RepeatedSGD([{"params": [torch.nn.Parameter(torch.ones(1))], "repeats": [0]}], lr=0.1)
 
