@@ -27,9 +27,9 @@ from lib.args import add_common_args, apply_preset, new_parser, parse, set_prese
 from lib.data import build_dataset, get_entry, require_labels, resolve_classes
 from lib.models import RawOutputs, build_model
 from lib.models.umadapt import (TASK_ORDER, ContourDecoder, FeatureReconstructor, JointDiscriminator,
-                                target_forward, target_model)
-from lib.umadapt import (adam, base_net, detached, energy, finish_stage, finished, freeze, labels_at, load_models,
-                         margin_d_loss, named, net_spec, options, parse_pairs, predicted_maps, score_contour,
+                                batch_stats_res5, target_forward, target_model, trunk)
+from lib.umadapt import (adam, base_net, detached, energy, energy_floor, finish_stage, finished, freeze, labels_at,
+                         load_models, margin_d_loss, named, net_spec, options, parse_pairs, predicted_maps, score_contour,
                          s_labels, score_model, score_transfer, scored_tasks, source_class_weights, stage_args,
                          task_loss, transfer_nets, true_maps, update)
 
@@ -242,7 +242,8 @@ def energy_d_step(net, nets, optims, src, tgt, amp, args, energies):
         with amp.autocast():
             terms[f"e_src_{t}"] = energy(nets, t, true_maps(y, args.num_classes, args.pseudo_softmax), y[t], args.cw)
             terms[f"e_tgt_{t}"] = energy(nets, t, predicted_maps(preds), preds[t])
-            terms[f"d_{t}"] = margin_d_loss(terms[f"e_src_{t}"], terms[f"e_tgt_{t}"], args.margin)
+            terms[f"floor_{t}"] = energy_floor(t, preds[t])
+            terms[f"d_{t}"] = margin_d_loss(terms[f"e_src_{t}"], terms[f"e_tgt_{t}"], args.margin, terms[f"floor_{t}"])
         update(amp, optims[f"n_{t}"], terms[f"d_{t}"], [nets[t]])
     return detached(terms)
 
@@ -251,11 +252,12 @@ def b_step(ms, net, aux, optims, src, tgt, amp, args):
     """UM-Adapt-B (Sec. 3.3.1; Supp.: Table 1's critic "following the improved techniques of
     Wasserstein GAN"): res5 (and FCF's R) minimise -D(Mt(x_t), predicted maps) + lambda content
     with D frozen; then D minimises D(fake) - D(real) + Gulrajani et al.'s gradient penalty, real
-    = (Ms(x_s), ground truth with pseudo-softmax semantics), fake = the detached target pair."""
+    = (Ms(x_s), ground truth with pseudo-softmax semantics), fake = the detached target pair.
+    ms: x -> Ms(x), its res5 with batch statistics like Mt's (batch_stats_res5)."""
     d = aux["d"]
     with torch.no_grad(), amp.autocast():
         y = true_maps(labels_at(src, args.tasks), args.num_classes, args.pseudo_softmax)
-        real = [ms.features(src["image"]).float(), *[y[t] for t in args.tasks]]
+        real = [ms(src["image"]).float(), *[y[t] for t in args.tasks]]
     d.requires_grad_(False)
     with amp.autocast():
         f4, z_t, preds = target_forward(net, tgt["image"])
@@ -318,6 +320,7 @@ def setup_adapt(args, amp):
     aux = {"contour": ContourDecoder(dims["layer4"]), "fcf": FeatureReconstructor(dims["layer4"], dims["layer3"])}
     load_models(args.run_dir, "ccr", dict(aux), "adaptation")
     net = target_model(base, args.target_bn_stats)
+    real_res5 = batch_stats_res5(base.encoder).to(dev)       # b: the critic's real latent (no BN cue)
     if args.variant == "s":                                   # UM-Adapt-S starts from UM-Adapt-(Adv.)
         load_models(args.run_dir, "adapt-adv", {"model": net, **named(nets)}, "variant s")
     energies, train_n, fcf = needed_energies(args), args.variant == "adv", args.content == "fcf"
@@ -341,7 +344,7 @@ def setup_adapt(args, amp):
                 f4, z, _ = target_forward(net, b["tgt"]["image"])
                 return {"ccr": content_loss("ccr", z, f4, b["tgt"], aux)}
         if args.variant == "b":
-            return b_step(ms, net, aux, optims, b["src"], b["tgt"], amp, args)
+            return b_step(lambda x: real_res5(trunk(ms.encoder, x)), net, aux, optims, b["src"], b["tgt"], amp, args)
         if args.variant == "s" and schedule(it, len(args.targets), True)[1]:
             return s_step(net, nets, optims, b["tgt"], amp, args)
         for _ in range(args.g_steps):

@@ -92,14 +92,27 @@ def energy(nets, task, maps, target, weight=None):
     return task_loss(task, nets[task](maps), target, weight)
 
 
-def margin_d_loss(e_src, e_tgt, ratio):
+def energy_floor(task, target):
+    """The least energy any N(->task) can reach on a tuple whose target is `target`: for a
+    predicted semantic map (logits) the soft CE's floor, the prediction's own mean entropy
+    H(softmax(target)) (soft CE = H + KL); 0 for every other target (berHu, 1 - cos, CE
+    against labels). Detached: N cannot move it."""
+    if task == "semantic" and target.is_floating_point():
+        p = target.detach().float().softmax(1)
+        return -(p * p.clamp_min(1e-12).log()).sum(1).mean()
+    return target.new_zeros((), dtype=torch.float32)
+
+
+def margin_d_loss(e_src, e_tgt, ratio, floor=0.0):
     """L_D of Algorithm 2. ratio 0: as printed, E_src - E_tgt, unbounded below (N can push E_tgt
     to infinity). ratio > 0 (ours): EBGAN's margin (Zhao et al. 2017, eq. 1), E_src + max(0, m -
-    E_tgt) with m = ratio x E_src (a constant for the gradient), which keeps the sign of the
-    update (E_src down, E_tgt up) and stops raising E_tgt past m."""
+    (E_tgt - floor)) with m = ratio x E_src (a constant for the gradient), which keeps the sign
+    of the update (E_src down, E_tgt up) and stops raising E_tgt past m. `floor`
+    (energy_floor): the part of E_tgt no N can lower, so the margin compares discrepancies
+    (for semantics the KL part of the soft CE) and not the target prediction's entropy."""
     if ratio == 0:
         return e_src - e_tgt
-    return e_src + F.relu(ratio * e_src.detach() - e_tgt)
+    return e_src + F.relu(ratio * e_src.detach() - (e_tgt - floor))
 
 
 # ----------------------------------------------------------------------------- N's and D's inputs

@@ -454,3 +454,88 @@ def test_cityscapes_without_disparity_is_scored_on_semantics(outdoor):
     for m in (base, s):
         assert "mIoU" in m["target"]["cityscapes"] and "abs_rel" not in m["target"]["cityscapes"]
         assert "abs_rel" in m["target"]["kitti_depth"] and "mIoU" not in m["target"]["kitti_depth"]
+
+
+def test_margin_compares_discrepancies_not_the_predictions_entropy():
+    """The soft CE of a predicted semantic tuple is H(softmax(target)) + KL: N cannot go below
+    H. A uniform prediction over 11 classes has H = log 11 = 2.398; N matching it exactly has
+    E_tgt = log 11, KL 0. With E_src = 1 and margin 2 (m = 2): measured on the CE the target
+    term would be flat (2 - 2.398 < 0) and N never adversarial; above the floor it is active,
+    m - KL = 2, with dL_D/dE_tgt = -1."""
+    target = torch.zeros(1, 11, 2, 2)
+    floor = lu.energy_floor("semantic", target)
+    assert floor.item() == pytest.approx(math.log(11))
+    pred = torch.zeros(1, 11, 2, 2, requires_grad=True)
+    e_tgt = lu.task_loss("semantic", pred, target)
+    assert e_tgt.item() == pytest.approx(math.log(11))
+    e_src = torch.tensor(1.0, requires_grad=True)
+    assert lu.margin_d_loss(e_src, e_tgt.detach(), 2.0).item() == pytest.approx(1.0)      # flat without it
+    e_tgt_leaf = e_tgt.detach().requires_grad_()
+    loss = lu.margin_d_loss(e_src, e_tgt_leaf, 2.0, floor)
+    assert loss.item() == pytest.approx(1.0 + 2.0)
+    loss.backward()
+    assert e_tgt_leaf.grad.item() == -1.0 and e_src.grad.item() == 1.0
+    # a sharp prediction has almost no floor; depth and labelled targets have none
+    sharp = torch.zeros(1, 3, 1, 1)
+    sharp[0, 0] = 30.0
+    assert lu.energy_floor("semantic", sharp).item() < 1e-9
+    assert lu.energy_floor("depth", torch.rand(1, 2, 2)).item() == 0.0
+    assert lu.energy_floor("semantic", torch.zeros(1, 2, 2, dtype=torch.long)).item() == 0.0
+
+
+def test_batch_stats_res5_normalises_with_batch_statistics_and_moves_nothing():
+    """UM-Adapt-B's real latent: Ms's res5 with batch statistics like Mt's, running statistics
+    and weights unchanged. A BatchNorm alone: train mode gives per-channel batch mean 0 (beta),
+    eval mode the running statistics'."""
+    enc = SimpleNamespace(layer4=nn.Sequential(nn.BatchNorm2d(3)))
+    enc.layer4[0].running_mean.fill_(5.0)
+    enc.layer4[0].eval()
+    res5 = lu_models_batch_stats(enc)
+    x = torch.randn(4, 3, 2, 2) + 10.0
+    y = res5(x)
+    assert torch.allclose(y.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.equal(res5[0].running_mean, torch.full((3,), 5.0)) and not res5[0].weight.requires_grad
+    assert enc.layer4[0](x).mean().item() == pytest.approx(float((x - 5.0).mean() / math.sqrt(1 + 1e-5)), rel=1e-4)
+
+
+def lu_models_batch_stats(enc):
+    from lib.models.umadapt import batch_stats_res5
+    return batch_stats_res5(enc)
+
+
+def test_stages_feed_pseudo_softmax_masks_and_critic_the_way_the_supplementary_says(tmp_path, monkeypatch):
+    """Wiring: N's training reads ground truth with the --pseudo-softmax share, the res5 steps
+    read predictions behind the --grad-mask share, the Adv N step compares source ground truth
+    (pseudo-softmax) against unmasked predictions with the entropy floor; UM-Adapt-B's critic
+    loss is D(fake) - D(real) with real = (Ms(x_s) through batch-statistics res5, ground truth),
+    the generator's loss -D on the target pair."""
+    calls = {"true": [], "pred": [], "floor": [], "critic": [], "gen": [], "d_in": []}
+    wrap = {"true_maps": ("true", lambda a, k: a[2] if len(a) > 2 else k.get("pseudo", 0.0)),
+            "predicted_maps": ("pred", lambda a, k: a[1] if len(a) > 1 else k.get("mask", 0.0))}
+    for name, (key, pick) in wrap.items():
+        orig = getattr(um, name)
+        monkeypatch.setattr(um, name, lambda *a, _o=orig, _k=key, _p=pick, **k: (calls[_k].append(_p(a, k)),
+                                                                                 _o(*a, **k))[1])
+    orig_floor = um.energy_floor
+    monkeypatch.setattr(um, "energy_floor", lambda t, y: (calls["floor"].append(t), orig_floor(t, y))[1])
+    run(tmp_path, "--stage", "all", "--variant", "adv", "--pseudo-softmax", "0.25", "--grad-mask", "0.75", iters=1)
+    assert 0.25 in calls["true"] and set(calls["true"]) <= {0.25, 0.0}      # 0.0: scoring N on val one-hot
+    assert 0.75 in calls["pred"] and set(calls["pred"]) <= {0.75, 0.0}
+    assert set(calls["floor"]) == {"semantic", "depth"}       # the tasks with an N (the cpu preset's --transfer)
+    orig_fwd = JointDiscriminator.forward
+    monkeypatch.setattr(JointDiscriminator, "forward", lambda self, z, *m: (calls["d_in"].append(z.detach().clone()),
+                                                                           orig_fwd(self, z, *m))[1])
+    for name in ("wgan_critic_loss", "wgan_generator_loss"):
+        orig = getattr(losses, name)
+        monkeypatch.setattr(losses, name, lambda *a, _o=orig, _n=name: (calls["critic" if "critic" in _n else "gen"]
+                                                                        .append([x.detach() for x in a]), _o(*a))[1])
+    real_z = []
+    orig_b = um.b_step
+    monkeypatch.setattr(um, "b_step", lambda ms, *a: orig_b(lambda x: (real_z.append(ms(x)), real_z[-1])[1], *a))
+    run(tmp_path, "--stage", "adapt", "--variant", "b", iters=1)
+    (d_real, d_fake), = calls["critic"]
+    (d_gen,), = calls["gen"]
+    # D's calls in b_step: the generator's (fake), then critic real, critic fake, then the penalty's
+    z_gen, z_real, z_fake = calls["d_in"][:3]
+    assert torch.equal(z_real, real_z[0].float()) and torch.equal(z_gen, z_fake) and not torch.equal(z_real, z_fake)
+    assert d_real.shape == d_fake.shape and torch.equal(d_gen, d_fake)

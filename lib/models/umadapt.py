@@ -277,10 +277,26 @@ def target_encoder(base_encoder, target_bn_stats=False):
     return mt
 
 
+def trunk(enc, x):
+    """The encoder up to res4f (layer3), without a graph: the part Mt shares frozen with Ms."""
+    with torch.no_grad():
+        return enc.layer3(enc.layer2(enc.layer1(enc.maxpool(enc.relu(enc.bn1(enc.conv1(x)))))))
+
+
+def batch_stats_res5(base_encoder):
+    """A frozen copy of Ms's res5 whose BatchNorm normalises with batch statistics (train mode,
+    momentum 0: the running statistics never move). UM-Adapt-B's real latent goes through it so
+    that the critic cannot tell Ms(x_s) from Mt(x_t) by BatchNorm mode alone (Mt's res5 trains
+    in train mode; ours: the paper does not discuss BatchNorm)."""
+    res5 = copy.deepcopy(base_encoder.layer4).requires_grad_(False).train()
+    for m in res5.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.0
+    return res5
+
+
 def target_forward(net, x):
     """Mt(x) split at res4f: the frozen trunk (no graph), then res5 and the frozen decoders."""
-    enc = net.encoder
-    with torch.no_grad():
-        f4 = enc.layer3(enc.layer2(enc.layer1(enc.maxpool(enc.relu(enc.bn1(enc.conv1(x)))))))
-    z = enc.layer4(f4)
+    f4 = trunk(net.encoder, x)
+    z = net.encoder.layer4(f4)
     return f4, z, {k: v.float() for k, v in net.decode(z).items()}
