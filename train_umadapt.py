@@ -354,8 +354,11 @@ def setup_adapt(args, amp):
         return terms
 
     kept = [k for k in aux if k != "fcf" or "fcf" in optims]      # C_contour is kept to show it frozen
+    def evaluate():   # with the diagnostic of N(->t): each on source val ground truth, after adaptation
+        out = score_model(net, args, amp, source=False)
+        return {**out, "transfer_source": score_transfer(nets, args, amp)} if energies else out
     return dict(models={"model": net, **named(nets), **{k: aux[k] for k in kept}}, optimizers=optims,
-                step=step, spec=net_spec(args), evaluate=lambda: score_model(net, args, amp, source=False))
+                step=step, spec=net_spec(args), evaluate=evaluate)
 
 
 SETUPS = {"transfer": setup_transfer, "base": setup_base, "ccr": setup_ccr, "adapt": setup_adapt}

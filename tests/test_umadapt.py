@@ -522,6 +522,9 @@ def test_stages_feed_pseudo_softmax_masks_and_critic_the_way_the_supplementary_s
     assert 0.25 in calls["true"] and set(calls["true"]) <= {0.25, 0.0}      # 0.0: scoring N on val one-hot
     assert 0.75 in calls["pred"] and set(calls["pred"]) <= {0.75, 0.0}
     assert set(calls["floor"]) == {"semantic", "depth"}       # the tasks with an N (the cpu preset's --transfer)
+    import json
+    diag = json.loads((tmp_path / "adapt-adv" / "metrics.json").read_text())["transfer_source"]
+    assert set(diag) == {"semantic", "depth"} and "mIoU" in diag["semantic"] and "abs_rel" in diag["depth"]
     orig_fwd = JointDiscriminator.forward
     monkeypatch.setattr(JointDiscriminator, "forward", lambda self, z, *m: (calls["d_in"].append(z.detach().clone()),
                                                                            orig_fwd(self, z, *m))[1])
