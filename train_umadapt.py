@@ -127,7 +127,8 @@ def check_args(args):
                                      f"T=A[,B] with T, A, B among --tasks ({' '.join(args.tasks)}), T not an input")
     have = {n: [t for t in args.tasks if t in get_entry(n).labels] for n in args.targets}
     args.label_sets = {**have, **parse_pairs(args.target_labels, have, "--target-labels",
-                                             f"NAME=T[,T] with NAME a --tgt, T among its labels in --tasks ({have})")}
+                                             f"NAME=T[,T] with NAME a --tgt, T among its labels in --tasks ({have})",
+                                             empty=True)}
     if args.stage in ("adapt", "all") and args.variant not in ("b", "stats") and not needed_energies(args):
         raise engine.UserError(f"--variant {args.variant} needs task-transfer networks"
                                + (" with N(->semantic)" if args.variant == "noadv1" else "")

@@ -195,13 +195,14 @@ def predicted_maps(preds, mask=0.0):
 
 
 # ----------------------------------------------------------------------------- stages' plumbing
-def parse_pairs(specs, allowed, flag, form):
-    """'K=V1,V2' strings -> {K: [V, ...]}, with K a key of `allowed` and every V in allowed[K]."""
+def parse_pairs(specs, allowed, flag, form, empty=False):
+    """'K=V1,V2' strings -> {K: [V, ...]}, with K a key of `allowed` and every V in allowed[K];
+    `empty`: 'K=' (no value) is allowed and gives K an empty list."""
     out = {}
     for spec in specs or []:
-        key, _, vals = spec.partition("=")
+        key, sep, vals = spec.partition("=")
         vals = [v for v in vals.split(",") if v]
-        if key not in allowed or not vals or any(v not in allowed[key] for v in vals):
+        if key not in allowed or not sep or (not vals and not empty) or any(v not in allowed[key] for v in vals):
             raise engine.UserError(f"{flag} {spec}: expected {form}")
         out[key] = vals
     return out
@@ -407,6 +408,8 @@ S_LABELS = {"nyuv2": "semantic,depth,normals", "kitti_depth": "depth", "cityscap
 
 
 def s_labels(args):
-    """The --target-labels preset: S_LABELS of each --tgt within --tasks (a subset reads its own)."""
-    kept = {n: [t for t in S_LABELS.get(n, "").split(",") if t in args.tasks] for n in str(args.tgt).split(",")}
-    return [f"{n}={','.join(ts)}" for n, ts in kept.items() if ts]
+    """The --target-labels preset: S_LABELS of each --tgt within --tasks (a subset reads its own).
+    A target of S_LABELS left with none ('cityscapes=' under --tasks depth) gets an empty set, so
+    S refuses it rather than reading labels the supplementary says it has not (Cityscapes depth)."""
+    kept = {n: [t for t in S_LABELS[n].split(",") if t in args.tasks] for n in str(args.tgt).split(",") if n in S_LABELS}
+    return [f"{n}={','.join(ts)}" for n, ts in kept.items()]

@@ -401,7 +401,12 @@ def test_s_label_sets_from_the_presets():
     assert sets(["--src", "folder", "--tgt", "nyuv2", "--tasks", "depth", "normals", "--transfer", "--variant", "b"],
                 ["folder", "nyuv2"]) == {"nyuv2": ["depth", "normals"]}
     assert sets(["--src", "folder", "--tgt", "cityscapes,kitti_depth", "--tasks", "depth", "--transfer", "--variant", "b"],
-                ["folder", "cityscapes", "kitti_depth"])["kitti_depth"] == ["depth"]
+                ["folder", "cityscapes", "kitti_depth"]) == {"kitti_depth": ["depth"], "cityscapes": []}
+    # ... where S would read none of Cityscapes' labels rather than its depth, and refuses
+    args = um.get_args_parser().parse_args(["--src", "folder", "--tgt", "cityscapes,kitti_depth", "--tasks", "depth",
+                                            "normals", "--transfer", "depth=normals", "--variant", "s", "--stage", "adapt"])
+    with pytest.raises(engine.UserError, match="--variant s needs target labels"):
+        um.main(args)
     assert sets(["--target-labels", "proc-b=depth"], ["proc-a", "proc-b"]) == {"proc-b": ["depth"]}
     with pytest.raises(engine.UserError, match="expected NAME=T"):
         sets(["--src", "folder", "--tgt", "cityscapes,kitti_depth", "--target-labels", "kitti_depth=semantic"],

@@ -127,8 +127,8 @@ def conv(cin, cout, k, stride=1, bn=False):
 
 
 class Deconv(nn.Module):
-    """"Deconv" / "Deconv*" (with bn) of Supp. Tables 1-2: a transposed conv, BatchNorm, leaky
-    ReLU. forward(x, size) returns exactly `size` (the matching encoder size), so any input
+    """"Deconv*" (bn=True) / "Deconv" (bn=False) of Supp. Tables 1-2: a transposed conv, then
+    BatchNorm for Deconv* only, then a leaky ReLU (ours for plain Deconv). forward(x, size) returns exactly `size` (the matching encoder size), so any input
     size comes back to itself."""
 
     def __init__(self, cin, cout, k, stride, bn=True):
