@@ -61,8 +61,8 @@ PRESETS = {
                  "ours: N2's share of the journal's simultaneous scheme", None),
     "decoder_width": (128, "core/models.py: first decoder width 128 (then 64, 32)", 64),
     "save_every": (5000, "train_task.py keeps a checkpoint every 5000 steps", 250),
-    "focal_at_eval": (True, "eval_task.py: metric depth; a depth net trained on A alone is scored "
-                      "x f_B / f_A", False),
+    "focal_at_eval": (True, "eval_task.py: metric depth, x f_B / f_A with --dataset_source; "
+                      "ours: applied to a depth net trained on A alone", False),
     "edges": ("cache", "Sec. 4: DexiNed edge maps, via tools/make_edges.py --from-dir", "compute"),
 }
 
@@ -119,7 +119,7 @@ def get_args_parser(add_help=True):
                         "shorter network stops early and the run lasts the longer one")
     g.add_argument("--focal-at-eval", action=argparse.BooleanOptionalAction, default=False,
                    help="learn metric depth; N2 (trained on A alone) is scored x f_eval / f_A, N1 "
-                        "(trained on A and B) as metres (the official convention, eval_task.py); "
+                        "(trained on A and B) as metres (eval_task.py's ratio; which net gets it is ours); "
                         "--focal-ref rescales the labels instead")
     parser.set_defaults(photometric=True, output_dir=None)   # official core/input.py, p = 0.5
     return set_presets(parser, PRESETS)
@@ -298,7 +298,8 @@ def build(args, nc):
     channels = {"semantic": nc, "depth": 1, "edges": 1, "autoencoder": 3}
     # Depth conventions (stored with each network; lib/evaluation.py converts by them): with
     # --focal-at-eval N2, trained on A alone, refers to A's focal (args.depth_focal), scored
-    # x f_B / f_A as the official eval_task.py scores a network trained on the source; N1 is
+    # x f_B / f_A as the official eval_task.py does given --dataset_source (our reading: for a
+    # network trained on the source); N1 is
     # trained on A and B in metres (Sec. 3.2) and is scored as metres. --focal-ref: both at F.
     focal = getattr(args, "depth_focal", None)
     focals = {"n1": args.focal_ref or None, "n2": focal}

@@ -61,7 +61,8 @@ builtin_edges() {  # or cache the built-in detector's edges instead (a substitut
   for d in carla cityscapes; do "$PYTHON" tools/make_edges.py "$d" --data-root "$DATA" --workers 8; done
 }
 # Tables 1-2 read their rows from four runs: the baseline is the plain N2 of the base run (no
-# D_aux, trained on A alone), as in the procedural tables; the Oracle is the N2 of the A = B run.
+# D_aux, trained on A alone), as in the procedural tables; the Oracle is the N2 of the A = B run
+# (which shares D_aux with N1 there, as the framework does: not a plain N2 like the baseline).
 # Each run is its own folder, so a table that ran first (e.g. table3's depsem_full) is reused.
 table1() {  # Dep->Sem: baseline (plain N2 on B), AT/DT (aux + NDA), Transfer Oracle, Oracle
   oracles oracles_depsem --task1 depth --task2 semantic

@@ -2,6 +2,7 @@
 the method (E2 never sees domain B, only G changes in stage 2, eq. 3's value), resume, errors."""
 import copy
 import json
+import math
 import os
 
 import pytest
@@ -615,6 +616,33 @@ def test_e2_sees_b_in_a_forward_of_its_own_and_d2_only_for_table9(flags, d2_on_b
     assert seen["d2"] == ([2, 2] if d2_on_b else [2]) and ("p2b" in out) == d2_on_b
 
 
+def test_tables_8_9_terms_by_hand():
+    """The E2 / D2 alignment terms of stage1_losses on hand-made outputs. E2 features with norm
+    3 on A and 1 on B (every location): eq. 3 = |3 - 1| = 2, times lambda_NDA. A critic that
+    answers logit 0 everywhere: BCE against label 1 (B passed as A) = ln 2, times its weight;
+    Table 7's critic reads B's E2 features, Table 9's discriminator D2's softmax on B."""
+    args = train_tasks.get_args_parser().parse_args(TINY + ["--aux", "none", "--e1-align", "none"])
+    args = apply_preset(args, train_tasks.PRESETS, [args.src, args.tgt], log=None)
+    f2, f2b = torch.zeros(2, 4, 2, 3), torch.zeros(2, 4, 2, 3)
+    f2[:, 0], f2b[:, 1] = 3.0, 1.0
+    logits = torch.randn(2, 11, 8, 16)
+    out = {"p2": {"semantic": torch.randn(2, 11, 8, 16)}, "f2": f2, "f2b": f2b, "p2b": {"semantic": logits}}
+    batch = {"image": torch.zeros(2, 3, 8, 16), "semantic": torch.zeros(2, 8, 16, dtype=torch.long)}
+    seen = {}
+
+    def critic(name):
+        return lambda x: (seen.__setitem__(name, x), torch.zeros(x.shape[0], 1, *x.shape[2:]))[1]
+    critics = {"critic_e2": critic("critic_e2"), "disc_d2": critic("disc_d2")}
+    for flags, key, value in [(dict(e2_align="nda"), "nda_e2", 2.0 * args.lambda_nda),
+                              (dict(e2_align="adv"), "adv_e2", math.log(2) * args.lambda_adv),
+                              (dict(d2_align="adv"), "adv_d2", math.log(2) * args.lambda_adv_d2)]:
+        a = copy.copy(args)
+        a.e2_align, a.d2_align = flags.get("e2_align", "none"), flags.get("d2_align", "none")
+        terms = train_tasks.stage1_losses(out, batch, batch, a, critics)
+        assert terms[key].item() == pytest.approx(value, rel=1e-5) and {"t2_a", key} == set(terms), key
+    assert torch.equal(seen["critic_e2"], f2b) and torch.allclose(seen["disc_d2"], logits.softmax(1))
+
+
 def test_table9_d2_output_alignment_trains_a_discriminator(tmp_path):
     stage1(tmp_path / "s1", "--aux", "none", "--e1-align", "none", "--d2-align", "adv", iters=2)
     ckpt = torch.load(tmp_path / "s1" / "checkpoint.pth", weights_only=True)
@@ -649,7 +677,11 @@ os.makedirs(out, exist_ok=True)
 with open(os.path.join(os.path.dirname(out), "calls.txt"), "a") as f:
     f.write(os.path.basename(out) + " " + script + "\\n")
 row = lambda k: {"mIoU": float(k), "acc": float(k) + 0.5}
-metrics = {"task2": "semantic", "target": {"atdt": row(1), "baseline": row(2)}}
+# values by run: 10 for depsem_base*, 20 for depsem_full*, 30 for oracles_depsem*, 40 otherwise;
+# + 1 for the atdt row, + 2 for the baseline row: a row read from the wrong run shows
+run = os.path.basename(out)
+base = next((v for k, v in (("depsem_base", 10), ("depsem_full", 20), ("oracles_depsem", 30)) if run.startswith(k)), 40)
+metrics = {"task2": "semantic", "target": {"atdt": row(base + 1), "baseline": row(base + 2)}}
 if "--oracle-checkpoint" in argv:
     metrics["target"]["oracle"] = row(3)
 json.dump(metrics, open(os.path.join(out, "metrics.json"), "w"))
@@ -675,9 +707,9 @@ def test_atdt_sh_table1_has_its_rows_whatever_table_ran_first(tmp_path):
                            capture_output=True, text=True)
         assert p.returncode == 0, p.stderr
     lines = {line.split("|")[1].strip(): line for line in p.stdout.splitlines() if line.startswith("| ")}
-    # (the stub's rows: atdt 1.0, baseline 2.0 of whichever run the row names)
-    assert "2.0000" in lines["baseline (N2 on B)"] and "1.0000" in lines["AT/DT"]
-    assert "1.0000" in lines["Transfer Oracle"] and "2.0000" in lines["Oracle"]
+    # (the stub's values name the run and row: base run's baseline 12, full run's atdt 21, A = B run's 31 / 32)
+    assert "12.0000" in lines["baseline (N2 on B)"] and "21.0000" in lines["AT/DT"]
+    assert "31.0000" in lines["Transfer Oracle"] and "32.0000" in lines["Oracle"]
     calls = (tmp_path / "runs" / "calls.txt").read_text().split("\n")
     assert "depsem_base_seed0 train_tasks.py" in calls and "oracles_depsem_G_seed0 train_transfer.py" in calls
     assert sum(c.startswith("depsem_full_G_seed0") for c in calls) == 1   # trained once, reused
