@@ -224,6 +224,8 @@ def inherit_run_settings(args, run, name):
     # KITTI's protocol: as the run scored this dataset, else the run's flag (lib/data/kitti.py)
     args.kitti_protocol = args.kitti_protocol or (rec or {}).get("kitti_protocol") or run.get("kitti_protocol")
     args.carla_focal = args.carla_focal or (rec or {}).get("carla_focal") or run.get("carla_focal")
+    # how the run's --resize resampled images (train_dada.py's paper preset: PIL bicubic)
+    args.image_resample = (rec or {}).get("image_resample") or run.get("image_resample") or "bilinear"
     if rec is not None:
         semantic = "semantic" in get_entry(name, "--dataset").labels   # KITTI: no class map
         args.classes = args.classes or rec["classes"] or (run.get("classes") if semantic else None)
@@ -267,7 +269,8 @@ def build_split(name, labels, size, args):
                          labels=labels, role="--dataset", root=args.src_root or args.tgt_root,
                          classes=args.classes, resize=args.resize, focal_ref=args.focal_ref,
                          native_labels=args.native_labels, kitti_protocol=args.kitti_protocol,
-                         carla_focal=args.carla_focal)
+                         carla_focal=args.carla_focal,
+                         image_resample=getattr(args, "image_resample", None) or "bilinear")
 
 
 def open_dataset(name, tasks, asked, size, args):

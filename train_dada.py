@@ -20,6 +20,7 @@ from lib import engine, losses
 from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
 from lib.data import build_dataset, data_options, get_entry, require_labels, resolve_classes
 from lib.data.labels import CLASS_NAMES
+from lib.data.transforms import IMAGE_RESAMPLE
 from lib.evaluation import evaluate_model, per_class_line, scoring_loader
 from lib.models import build_model, model_spec, RawOutputs
 from lib.models.discriminators import OutputDiscriminator
@@ -43,6 +44,8 @@ PRESETS = {
                    "official configs: Cityscapes resized to 1024x512; Vistas fitted into 1024x768 "
                    "and padded (configs_s2m, dataset/mapillary.py)", None),
     "size": ((512, 1024), "no crops: each domain trains at its --src/--tgt-resize", (64, 128)),
+    "image_resample": ("bicubic", "official code: images resized with PIL BICUBIC, labels NEAREST "
+                       "(ADVENT dataset/base_dataset.py; DADA dataset/mapillary.py)", "bilinear"),
     "batch_size": (1, "Sec. 3.2: a mini-batch of one source and one target image", 4),
     "iters": (90000, "official config: 90k iterations", 600),
     "lr": (2.5e-4, "Sec. 4.1: SGD 2.5e-4, momentum 0.9 (poly 0.9: official config)", 1e-2),
@@ -82,6 +85,9 @@ def get_args_parser(add_help=True):
                    help="resize of --src images and labels (default: --resize)")
     g.add_argument("--tgt-resize", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="resize of --tgt images (default: --resize)")
+    g.add_argument("--image-resample", default="bilinear", choices=list(IMAGE_RESAMPLE),
+                   help="how --src/--tgt-resize resample the images: bilinear (antialiased; ours) "
+                        "or bicubic (PIL's, as the official loaders); labels are always nearest")
     g.add_argument("--source-fraction", type=float, default=1.0,
                    help="train on this fraction of the source split, its first images (Table 4)")
     g.add_argument("--freeze-bn-stats", action="store_true",
@@ -233,8 +239,9 @@ def discriminator_names(args):
 def datasets(args):
     """Source train (semantic + depth, --source-fraction of it) and target train (images)."""
     labels_a = ["semantic"] + (["depth"] if args.depth_block else [])
-    opts_a = {**data_options(args, "src"), "resize": args.src_resize or args.resize}
-    opts_b = {**data_options(args, "tgt"), "resize": args.tgt_resize or args.resize}
+    resample = {"image_resample": args.image_resample}
+    opts_a = {**data_options(args, "src"), "resize": args.src_resize or args.resize, **resample}
+    opts_b = {**data_options(args, "tgt"), "resize": args.tgt_resize or args.resize, **resample}
     # No crops (official config): each domain trains at its own resized size when given.
     size_a, size_b = opts_a["resize"] or args.size, opts_b["resize"] or args.size
     data_a = build_dataset(args.src, "train", size_a, args.data_root, args.seed, args.proc_length,
@@ -253,7 +260,8 @@ def val_loader(name, role, args):
     Cityscapes), so the image alone is resized (and Vistas, whose sizes vary, one at a time)."""
     resize = (args.src_resize if role == "src" else args.tgt_resize) or args.resize
     return scoring_loader(name, ["semantic"], args, f"--{role}", max(args.batch_size, 4),
-                         **{**data_options(args, role), "resize": resize, "native_labels": True})
+                         **{**data_options(args, role), "resize": resize, "native_labels": True,
+                            "image_resample": args.image_resample})
 
 
 def score(model, loader, nc, args, amp):
@@ -296,8 +304,7 @@ def main(args):
         src = engine.to_device(next(loaders["a"]), args.device, args.channels_last)
         tgt = engine.to_device(next(loaders["b"]), args.device, args.channels_last)
         values = train_step(model, discs, src, tgt, optims, amp, args, it)
-        for s in scheds.values():
-            s.step()
+        engine.step_schedulers(scheds.values())   # after the optimizers (engine: its warning)
         logger.step(it + 1, values, lr=scheds["model"].get_last_lr()[0])
         if val_tgt is not None and args.eval_every and (it + 1) % args.eval_every == 0:
             best = select(net, val_tgt, nc, args, amp, it + 1, best, logger, best_path)

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from lib import engine, losses
 from lib.args import add_common_args, apply_preset, new_parser, parse, set_presets
 from lib.data import build_dataset, data_options, get_entry, resolve_classes
-from lib.engine import _isolated_rng
 from lib.evaluation import evaluate_model, scoring_loader
 from lib.models import build_model, model_spec, RawOutputs
 from lib.models.discriminators import FeatureCritic, OutputDiscriminator
@@ -67,9 +66,10 @@ PRESETS = {
     "iters": (40000, "ours (not in the main text)", 250),
     "lr": (1e-4, "ours: Adam (not in the main text)", 1e-3),
     "save_every": (2000, "ours: one resumable checkpoint every 2000 steps", 250),
-    "lambda_anchor": ("auto", "Sec. 4.4: chosen so the losses have similar magnitudes (ours: measured "
-                      "once on the first batches, before training; cpu: 1, as the procedural table "
-                      "ran)", 1.0),
+    "lambda_anchor": ("auto", "Sec. 4.4: chosen so the losses have similar magnitudes (our reading: "
+                      "measured once, before the first step, on the initial network's first batch "
+                      "of each domain with an anchor loss, then fixed; cpu: 1, as the procedural "
+                      "table ran)", 1.0),
     "lambda_kp_depth": ("auto", "ours: Sec. 4.4's rule between the heatmap and depth terms", 1.0),
     "freeze_at": (None, "ours: half of --iters; Sec. 3.2 switches 'when it approaches convergence'", None),
     "freeze_after": (2, "Sec. 4.4: the layers after the second upsampling layer, skips included "
@@ -104,20 +104,23 @@ def get_args_parser(add_help=True):
                    help="the 2-layer FC branch (256 hidden) for keypoint depth (Sec. 4.4), trained "
                         "on keypoint_depth/ files")
     g.add_argument("--lambda-anchor", type=_weight, default=1.0,
-                   help="lambda of eq. 4-6, a number or auto: L_Sm over the mean anchor loss, measured "
-                        "before training (Sec. 4.4: losses of similar magnitude)")
+                   help="lambda of eq. 4-6, a number or auto: L_Sm over the mean anchor loss, "
+                        "measured once before the first step, on the network as initialised and the "
+                        "first --batch-size samples of each domain with an anchor loss, then fixed "
+                        "(our reading of Sec. 4.4: 'losses ... have similar magnitudes')")
     g.add_argument("--lambda-kp-depth", type=_weight, default=1.0,
                    help="weight of the keypoint-depth loss, a number or auto: the heatmap loss over "
-                        "the depth loss, measured before training")
+                        "the depth loss, measured with --lambda-anchor auto's batches (ours)")
     g.add_argument("--freeze-at", type=int, default=None, metavar="ITER",
                    help="HeadFreeze's switch from eq. 4 to the frozen head and eq. 6 (Sec. 3.2: near "
-                        "convergence) (default: half of --iters)")
+                        "convergence), 1 <= ITER < --iters (default: half of --iters)")
     g.add_argument("--freeze-after", type=int, default=2, choices=[0, 1, 2, 3], metavar="N",
                    help="HeadFreeze freezes the layers after the N-th of the 3 upsampling layers, "
                         "skips included, and the output layers (Sec. 4.4: N = 2)")
     g.add_argument("--joint-bn", action="store_true",
                    help="source and target batches in one forward, so BatchNorm normalises them "
-                        "together (default: one forward per domain; the paper is silent)")
+                        "together (default: one forward per domain; the paper is silent); refused "
+                        "where no target batch is passed (baseline, mtl-src-anchor)")
     g.add_argument("--fpn-width", type=int, default=256, help="channels of the FPN top-down path")
     g.add_argument("--da", default="output", choices=["output", "feature"],
                    help="+DA variants: output-space adversarial (Tsai et al.) or multi-level feature "
@@ -142,11 +145,21 @@ def resolve_variant(args):
     args.src_anchor, args.tgt_anchor, args.tgt_main, args.adapt, args.headfreeze = VARIANTS[args.variant]
     if args.freeze_at is None:
         args.freeze_at = args.iters // 2
-    if args.headfreeze and not 0 <= args.freeze_at < args.iters:
-        raise engine.UserError(f"--freeze-at must lie in [0, --iters), got {args.freeze_at}")
+    if args.headfreeze and args.freeze_at == 0:
+        # Sec. 3.2 freezes a head trained on eq. 4 "when it approaches convergence"; at 0 it
+        # would freeze the head as initialised (random), before any step: not HeadFreeze.
+        raise engine.UserError("--freeze-at 0 would freeze the head before it trains on eq. 4 (Sec. "
+                               "3.2 freezes a head trained on the source): give 1 <= ITER < --iters, "
+                               "or --variant mtl-both-anchor for eq. 6 with nothing frozen")
+    if args.headfreeze and not 0 < args.freeze_at < args.iters:
+        raise engine.UserError(f"--freeze-at must lie in [1, --iters), got {args.freeze_at}")
     if args.joint_bn and args.target_through_bn:
         raise engine.UserError("--target-through-bn passes the target separately; with --joint-bn "
                                "give one of the two")
+    if args.joint_bn and args.variant in ("baseline", "mtl-src-anchor"):
+        # These variants never forward a target batch with the source (forward(): tgt None).
+        raise engine.UserError(f"--joint-bn has no effect with --variant {args.variant}, which never "
+                               "passes a target batch: leave it off (or see --target-through-bn)")
     if args.target_through_bn and args.variant not in ("baseline", "mtl-src-anchor"):
         raise engine.UserError("--target-through-bn is the BatchNorm control of baseline / "
                                "mtl-src-anchor (no other target forward)")
@@ -421,19 +434,22 @@ def source_val_loader(args, vals):
 def _first_batch(data, args):
     """The first --batch-size samples of a training set as one batch on the device, drawn
     under a fixed seed that leaves the run's random streams alone."""
-    with _isolated_rng(args.seed):
+    with engine.isolated_rng(args.seed):
         samples = [data[i] for i in range(min(args.batch_size, len(data)))]
     return engine.to_device(torch.utils.data.default_collate(samples), args.device, args.channels_last)
 
 
 @torch.no_grad()
-def measure_lambdas(net, data_a, data_b, args, amp):
+def measure_lambdas(net, data_a, data_b, args, amp, start=0):
     """Sec. 4.4: "We choose lambda so losses from different domains and tasks have similar
-    magnitudes", as a rule measured once before training (ours: how). On the first batch of
-    each domain whose anchor this variant trains, with the initial network in train mode (its
-    BatchNorm buffers restored afterwards): --lambda-kp-depth auto = heatmap / depth loss, then
-    --lambda-anchor auto = L_Sm / the mean over those domains of L_a. Sets both weights; returns
-    the record that metrics.json and the log keep."""
+    magnitudes", read as a rule measured once, before the first step, and then fixed (ours: the
+    paper states the aim, not when or how it is measured). On the first --batch-size samples of
+    each domain whose anchor this variant trains, with the network as initialised (ImageNet
+    backbone under the paper preset, random heads) in train mode, its BatchNorm buffers restored
+    afterwards: --lambda-kp-depth auto = heatmap / depth loss, then --lambda-anchor auto = L_Sm /
+    the mean over those domains of L_a. Sets both weights; returns the record that metrics.json,
+    the log and the checkpoints keep (`measured_on` says on what). `start`: the iteration the
+    run starts at, 0 except for a resumed checkpoint that predates the record."""
     rule = {"anchor": args.lambda_anchor, "kp_depth": args.lambda_kp_depth}
     record = {"rule": {k: "auto" if v == "auto" else "fixed" for k, v in rule.items()}}
     domains = [d for d, used in (("S", args.src_anchor), ("T", args.tgt_anchor)) if used]
@@ -452,6 +468,11 @@ def measure_lambdas(net, data_a, data_b, args, amp):
             b.copy_(saved)
         measured = engine.all_reduce_mean({k: float(v) for k, v in measured.items()})
         record["measured"] = measured
+        record["measured_on"] = {
+            "iteration": start, "domains": domains, "samples_per_domain": len(batches["S"]["name"]),
+            "network": "as initialised, before the first step" if start == 0 else
+                       f"as restored at iteration {start} (its checkpoint holds no measured lambda)",
+            "reading": "ours: Sec. 4.4 gives the aim (similar loss magnitudes), not how to measure it"}
 
         def mean(part):
             values = [measured[f"{d}_{part}"] for d in domains if f"{d}_{part}" in measured]
@@ -509,7 +530,7 @@ def main(args):
         if bool(net.head_frozen):                  # DDP must be rebuilt without the frozen head
             model = wrap(net, args)
     if lam is None:
-        lam = measure_lambdas(net, data_a, data_b, args, amp)
+        lam = measure_lambdas(net, data_a, data_b, args, amp, start)
         logger.write({"iter": start, "event": "lambda", **lam})
         if engine.is_main():
             print(f"lambda_anchor {args.lambda_anchor:.4g} ({lam['rule']['anchor']}), lambda_kp_depth "
@@ -531,8 +552,7 @@ def main(args):
         values = train_step(model, discs, src, tgt, optims, amp, args, it)
         if "d_acc" in values:
             acc = {"steps": acc["steps"] + 1, "below_55": acc["below_55"] + (values["d_acc"] < 0.55)}
-        for s in scheds.values():
-            s.step()
+        engine.step_schedulers(scheds.values())   # after the optimizers (engine: its warning)
         logger.step(it + 1, values, lr=scheds["model"].get_last_lr()[0])
         if engine.should_save(it + 1, args):
             engine.save_checkpoint(ckpt_path, script=SCRIPT, iteration=it + 1, args=args,

@@ -515,8 +515,7 @@ def main(args):
     for it in range(start, engine.stop_iteration(args)):
         batches = [engine.to_device(next(ld), args.device, args.channels_last) for ld in loaders.values()]
         values = train_step(model, discs, batches, optims, amp, args, plan, tasks, nc, it)
-        for s in scheds.values():
-            s.step()
+        engine.step_schedulers(scheds.values())   # after the optimizers (engine: its warning)
         logger.step(it + 1, values, lr=scheds["model"].get_last_lr()[0])
         if engine.should_save(it + 1, args):
             engine.save_checkpoint(os.path.join(args.output_dir, "checkpoint.pth"), script=SCRIPT,

@@ -135,6 +135,12 @@ def check_args(args):
                                + f"; --transfer gives {args.transfer or 'none'}")
     if args.variant != "b" and args.content != "ccr":
         raise engine.UserError("--content fcf / none is UM-Adapt-B's ablation (--variant b)")
+    if args.variant == "s" and args.stage in ("adapt", "all") and not all(args.label_sets.values()):
+        raise engine.UserError("--variant s needs target labels of at least one task in every --tgt "
+                               f"(--target-labels gives {args.label_sets})")
+    if args.variant == "b" and args.target_bn_stats and args.stage in ("adapt", "all"):
+        raise engine.UserError("--target-bn-stats with --variant b: Mt's frozen layers would normalise with batch "
+                               "statistics and Ms's with running ones, a cue for the critic; drop one")
     if args.target_through_bn and args.stage != "base":
         raise engine.UserError("--target-through-bn is the BatchNorm control of --stage base (RUN/base-bn)")
     if args.g_steps < 1 or min(args.margin, args.alpha, args.lambda_ccr, args.gp_lambda) < 0 \
@@ -439,9 +445,6 @@ def main(args):
             raise engine.UserError(f"--src {args.src}: give --classes (its class list fixes it)")
     args.classes = args.num_classes
     args.run_dir = args.output_dir or os.path.join("runs", SCRIPT.removesuffix(".py"))
-    if args.stage == "adapt" and args.variant == "s" and not all(args.label_sets.values()):
-        raise engine.UserError("--variant s needs target labels of at least one task in every --tgt "
-                               f"(--target-labels gives {args.label_sets})")
     args.scored = {n: scored_tasks(n, args) for n in args.targets}
     stages = (STAGES if args.transfer_nets else STAGES[1:]) if args.stage == "all" else (args.stage,)
     metrics = None

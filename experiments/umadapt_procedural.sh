@@ -10,6 +10,7 @@
 #   bash experiments/umadapt_procedural.sh            # seeds 0 1 2 (~15 min a seed on one core)
 #   SEEDS="0" bash experiments/umadapt_procedural.sh  # one seed
 #   bash experiments/umadapt_procedural.sh table      # the README table from finished runs
+#   bash experiments/umadapt_procedural.sh diag       # energies, N's accuracy, B's critic per seed
 set -euo pipefail
 RUNS=${RUNS:-runs/umadapt_proc}
 SEEDS=${SEEDS:-0 1 2}
@@ -53,7 +54,39 @@ for folder, label in rows.items():
 PY
 }
 
+diag() {  # the mechanisms' diagnostics per seed: Adv's energies (first / last logged step), N on
+  # source val before and after Adv, and UM-Adapt-B's critic (its Wasserstein estimate)
+  python - "$RUNS" <<'PY'
+import glob, json, os, statistics, sys
+runs = sys.argv[1]
+def logs(folder):
+    return [json.loads(l) for l in open(os.path.join(folder, "log.jsonl")) if '"iter"' in l]
+def mean(rows, key):
+    v = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+    return statistics.mean(v) if v else float("nan")
+for seed in sorted(glob.glob(f"{runs}/seed*")):
+    adv, b = os.path.join(seed, "adapt-adv"), os.path.join(seed, "adapt-b")
+    if os.path.isfile(os.path.join(adv, "metrics.json")):
+        steps = [r for r in logs(adv) if "e_src_semantic" in r]
+        for part, rows in ((f"step {r['iter']}", [r]) for r in steps[:1] + steps[-1:]):
+            print(f"{os.path.basename(seed)} adv {part}: " + " ".join(
+                f"{k}={mean(rows, k):.3f}" for k in ("e_src_semantic", "e_tgt_semantic", "floor_semantic",
+                                                     "e_src_depth", "e_tgt_depth", "g_semantic", "g_depth")))
+        before = json.load(open(os.path.join(seed, "transfer", "metrics.json")))["source"]
+        after = json.load(open(os.path.join(adv, "metrics.json"))).get("transfer_source", {})
+        # after Adv N's weights and its BatchNorm running statistics (updated on target maps) have moved
+        print(f"{os.path.basename(seed)} N on source val GT: N(->seg) mIoU {before['mIoU']:.2f} -> "
+              f"{after.get('mIoU', float('nan')):.2f}, N(->depth) abs rel {before['abs_rel']:.3f} -> "
+              f"{after.get('abs_rel', float('nan')):.3f}")
+    if os.path.isfile(os.path.join(b, "metrics.json")):
+        rows = [r for r in logs(b) if "d" in r]
+        print(f"{os.path.basename(seed)} b critic loss E[D(fake)] - E[D(real)] at steps "
+              + ", ".join(f"{r['iter']}: {r['d']:.3f}" for r in rows) + " (0: cannot tell real from fake)")
+PY
+}
+
 if [ "${1:-}" = table ]; then table; exit; fi
+if [ "${1:-}" = diag ]; then diag; exit; fi
 mkdir -p "$RUNS"
 for seed in $SEEDS; do
   seed_runs "$seed"

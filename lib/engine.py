@@ -14,6 +14,7 @@ import pickle
 import random
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -282,6 +283,26 @@ def poly_scheduler(optimizer, iters, power=0.9):
         optimizer, lambda it: max(0.0, 1.0 - it / iters) ** power)
 
 
+# PyTorch's warning on a scheduler's first step() when its optimizer has not stepped yet. It
+# guards against calling scheduler.step() BEFORE optimizer.step() within an iteration, which
+# shifts the schedule by one. The scripts never do that (Amp.step, then the schedulers); they
+# reach the warning only when an optimizer legitimately did not step in iteration 0: fp16's
+# GradScaler skipped it (gradients overflowed at the initial scale 2^16), or Amp.step skipped an
+# optimizer with no gradients yet (HeadFreeze+DA's discriminators before the switch, whose
+# schedules stay flat until then: train_headfreeze.schedulers). The schedule still counts
+# iterations, as intended, so the warning is harmless there and step_schedulers silences it.
+_SCHEDULER_ORDER_WARNING = r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`"
+
+
+def step_schedulers(schedulers):
+    """Step every scheduler once (one iteration), without PyTorch's scheduler-order warning,
+    which is harmless here (see _SCHEDULER_ORDER_WARNING above)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SCHEDULER_ORDER_WARNING, category=UserWarning)
+        for s in schedulers:
+            s.step()
+
+
 # ----------------------------------------------------------------------------- data
 class _SeededDataset(torch.utils.data.Dataset):
     """Calls dataset[index] under a per-sample seed, so random augmentation is the same
@@ -295,7 +316,7 @@ class _SeededDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item):
         index, seed = item
-        with _isolated_rng(seed):
+        with isolated_rng(seed):
             sample = self.dataset[index]
         if self.domain is not None:
             sample["domain"] = self.domain
@@ -303,8 +324,9 @@ class _SeededDataset(torch.utils.data.Dataset):
 
 
 @contextlib.contextmanager
-def _isolated_rng(seed):
-    """Seed python/numpy/torch for one sample without disturbing the caller's streams."""
+def isolated_rng(seed):
+    """Seed python/numpy/torch for one sample (or one measurement, as train_headfreeze.py's
+    first batches) without disturbing the caller's streams: they are restored on exit."""
     py, npy = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         random.seed(seed)

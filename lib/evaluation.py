@@ -163,8 +163,9 @@ def scoring_loader(name, labels, args, role, batch_size, split="val", size=None,
 
 
 # The build_dataset options of a scoring protocol that evaluate.py re-applies (scoring_loader;
-# kitti_protocol too, recorded as the dataset applied it, and carla_focal).
-SCORING_OPTIONS = ("root", "classes", "resize", "focal_ref")
+# kitti_protocol too, recorded as the dataset applied it, and carla_focal). image_resample:
+# how --resize resampled the image (train_dada.py's paper preset: the official PIL bicubic).
+SCORING_OPTIONS = ("root", "classes", "resize", "focal_ref", "image_resample")
 
 
 def depth_protocol(dataset, min_depth, max_depth):

@@ -107,7 +107,7 @@ def margin_d_loss(e_src, e_tgt, ratio, floor=0.0):
     """L_D of Algorithm 2. ratio 0: as printed, E_src - E_tgt, unbounded below (N can push E_tgt
     to infinity). ratio > 0 (ours): EBGAN's margin (Zhao et al. 2017, eq. 1), E_src + max(0, m -
     (E_tgt - floor)) with m = ratio x E_src (a constant for the gradient), which keeps the sign
-    of the update (E_src down, E_tgt up) and stops raising E_tgt past m. `floor`
+    of the update (E_src down, E_tgt up) and stops raising E_tgt once E_tgt - floor passes m. `floor`
     (energy_floor): the part of E_tgt no N can lower, so the margin compares discrepancies
     (for semantics the KL part of the soft CE) and not the target prediction's entropy."""
     if ratio == 0:

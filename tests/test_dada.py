@@ -267,6 +267,45 @@ def test_vistas_official_fit_and_pad(tmp_path):
     assert not torch.allclose(stretch["image"][:, 19:], black.expand(3, 5, 32))
 
 
+def test_paper_preset_resizes_images_with_pil_bicubic_and_labels_nearest(tmp_path):
+    """ADVENT's dataset/base_dataset.py resizes images with PIL BICUBIC and labels with NEAREST
+    (DADA's mapillary.py too): under the paper preset (--image-resample bicubic) the loaders give
+    PIL's own image, the labels stay PIL's NEAREST pick; the cpu preset keeps bilinear. The
+    choice reaches the scoring record, so evaluate.py re-scores the same way."""
+    import numpy as np
+    from PIL import Image
+    import evaluate
+    from lib.data import build_dataset
+    from lib.data import transforms as T
+    from lib.data.base import DataError
+    from tests import trees
+    assert _preset("--src", "synthia", "--tgt", "cityscapes").image_resample == "bicubic"
+    assert _preset().image_resample == "bilinear"
+    trees.cityscapes(tmp_path, frames=1, size=(48, 96), splits=("val",), depth=False)
+    raw = build_dataset("cityscapes", "val", (20, 40), str(tmp_path), labels=["semantic"], classes=16)
+    raw = raw.load_raw(raw.records[0])
+    pil = np.asarray(Image.fromarray(raw["image"]).resize((40, 20), Image.BICUBIC), np.float32) / 255
+    nearest = np.asarray(Image.fromarray(raw["semantic"].astype(np.uint8)).resize((40, 20), Image.NEAREST))
+    common = dict(labels=["semantic"], classes=16, resize=(20, 40))
+    bicubic = build_dataset("cityscapes", "val", (20, 40), str(tmp_path), image_resample="bicubic", **common)[0]
+    bilinear = build_dataset("cityscapes", "val", (20, 40), str(tmp_path), **common)[0]
+    assert torch.allclose(T.denormalize(bicubic["image"]), torch.from_numpy(pil).permute(2, 0, 1), atol=1e-6)
+    assert not torch.allclose(T.denormalize(bilinear["image"]), torch.from_numpy(pil).permute(2, 0, 1), atol=1e-2)
+    assert torch.equal(bicubic["semantic"], torch.from_numpy(nearest.astype(np.int64)))   # 16 classes, 255
+    assert torch.equal(bicubic["semantic"], bilinear["semantic"])
+    with pytest.raises(DataError, match="image_resample must be bilinear or bicubic"):
+        build_dataset("cityscapes", "val", (20, 40), str(tmp_path), image_resample="lanczos", **common)
+    args = train_dada.get_args_parser().parse_args(TINY + [
+        "--data-root", str(tmp_path), "--classes", "16", "--image-resample", "bicubic", "--tgt-resize", "20", "40"])
+    assert train_dada.val_loader("cityscapes", "tgt", args).dataset.image_resample == "bicubic"
+    record = args.scoring[-1]
+    assert record["image_resample"] == "bicubic" and record["resize"] == [20, 40]
+    again = evaluate.get_args_parser().parse_args(["--checkpoint", "unused.pth", "--dataset", "cityscapes",
+                                                   "--data-root", str(tmp_path), "--split", "val"])
+    evaluate.inherit_run_settings(again, {"scoring": [record]}, "cityscapes")
+    assert evaluate.build_split("cityscapes", ["semantic"], again.size, again).image_resample == "bicubic"
+
+
 def test_dada_sh_has_the_oracle_and_negative_transfer_commands():
     """Table 2's target-only oracle (--src = --tgt, source-only) and Sec. 4.2's rates."""
     import os

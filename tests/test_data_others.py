@@ -165,6 +165,32 @@ def test_vaihingen_patches_decode_to_the_tile(tmp_path):
     assert full.min() > 0 and full.min() < 1e-4 and abs(full.max() - 1) < 1e-6
 
 
+def test_8bit_ndsm_ground_noise_is_a_small_height_not_ground(tmp_path):
+    """What the loader assumes of an nDSM file (lib/data/isprs.py): grey value linear in height,
+    ground = the tile's minimum. In an 8-bit tile of range R grey levels, a pixel k levels above
+    the minimum (e.g. compression noise on the ground) decodes to k / R >= 1/255, above
+    --min-depth 1e-3: RMSE counts it at its value, as it counts the true ground (1/65535), and
+    the ratio metrics count it as a tiny height; a larger --min-depth leaves it out of them."""
+    from lib.metrics import depth_errors
+    h, w = 8, 8
+    height = np.zeros((h, w), np.uint8)
+    height[0, :4], height[1, :4], height[4:, 4:] = 1, 2, 255        # ground noise 1-2, a roof at 255
+    trees.isprs_tiles(tmp_path, "isprs_vaihingen", ("1",), (h, w), participants=True, image=trees.rgb((h, w), 0),
+                      label=_colour_label(h, w, 0), height=height)
+    _prepare(tmp_path, "isprs_vaihingen", "--splits", "train", "--tiles", "1")
+    gt = _build("isprs_vaihingen", tmp_path, "train", ("depth",))[0]["depth"]
+    assert torch.allclose(gt[0, 0], torch.tensor(1 / 255), atol=2e-5) and gt[0, 0] > 1e-3     # k = 1
+    assert torch.allclose(gt[1, 0], torch.tensor(2 / 255), atol=2e-5)                           # k = 2
+    assert gt[2, 0] == pytest.approx(1 / 65535) and gt[2, 0] < 1e-3                             # ground
+    pred = torch.zeros_like(gt)                                  # "all ground" everywhere
+    m = depth_errors(pred, gt, min_depth=1e-3, max_depth=80.0, absolute_min_depth=0.0)
+    assert m["rmse"] == pytest.approx(float(gt.double().square().mean().sqrt()), rel=1e-6)     # all 64 px
+    noisy = gt[gt > 1e-3].double()                               # 8 noise + 16 roof pixels
+    assert m["abs_rel"] == pytest.approx(float(((noisy - 1e-3).abs() / noisy).mean()), rel=1e-6)
+    strict = depth_errors(pred, gt, min_depth=0.02, max_depth=80.0, absolute_min_depth=0.0)
+    assert strict["rmse"] == pytest.approx(m["rmse"]) and strict["abs_rel"] == pytest.approx(1 - 0.02)
+
+
 def test_potsdam_resized_to_9cm_with_zero_padded_ndsm_name(tmp_path):
     base = tmp_path / "isprs_potsdam"
     n = 36

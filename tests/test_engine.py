@@ -188,6 +188,31 @@ def test_fp16_overflow_skips_that_step_and_halves_the_scale():
     assert amp.scaler.get_scale() == 2.0 ** 15
 
 
+def test_scheduler_order_warning_of_a_skipped_first_step_is_silenced_and_nothing_else():
+    """fp16 skipping iteration 0's step (overflow) leaves the optimizer un-stepped when the
+    schedulers step: PyTorch warns; engine.step_schedulers steps the same schedule without
+    that warning, and lets any other warning through."""
+    import warnings
+    net = torch.nn.Linear(3, 1)
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    scheds = [engine.poly_scheduler(opt, iters=10)]
+    plain = engine.poly_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5), iters=10)
+    amp = engine.Amp("fp16", torch.device("cpu"))
+    with amp.autocast():
+        amp.backward(net(X).float().mean())
+    net.weight.grad[0, 0] = float("inf")
+    before = net.weight.detach().clone()
+    amp.step([opt])
+    assert torch.equal(net.weight, before) and amp.scaler.get_scale() == 2.0 ** 15   # skipped
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        plain.step()                                     # PyTorch's warning, as a script would get it
+        engine.step_schedulers(scheds)
+        warnings.warn("another warning", UserWarning)
+    assert ["Detected call of `lr_scheduler.step()`" in str(w.message) for w in seen] == [True, False]
+    assert scheds[0].last_epoch == 1                     # the schedule still counts iterations
+
+
 def test_check_finite_names_step_terms_and_batch():
     ok = engine.check_finite({"a": torch.tensor(1.5), "b": 2.0}, 3, ["x"])
     assert ok == {"a": 1.5, "b": 2.0}

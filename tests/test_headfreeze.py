@@ -36,10 +36,12 @@ HEAD = ("lat1.", "up3.", "heads.", "kp_depth.")
 
 
 @pytest.mark.parametrize("variant", list(hf.VARIANTS))
-def test_every_variant_runs_end_to_end_and_reads_target_normals_only_as_oracle(tmp_path, monkeypatch, variant):
+def test_every_variant_runs_end_to_end_and_reads_target_normals_only_as_oracle(tmp_path, monkeypatch, recwarn,
+                                                                              variant):
     """Each row of Tables 1-2 for a step (HeadFreeze for two, switching after one). Each cosine loss of
     training sees the source batch's normals, and the target's only under the oracle: other
-    variants never even load them."""
+    variants never even load them. No scheduler-order warning: HeadFreeze+DA's discriminators,
+    idle before the switch, have their schedules stepped through engine.step_schedulers."""
     seen, batches = [], []
     real_loss, real_step = losses.cosine_normal_loss, hf.train_step
     monkeypatch.setattr(hf.losses, "cosine_normal_loss",
@@ -58,6 +60,7 @@ def test_every_variant_runs_end_to_end_and_reads_target_normals_only_as_oracle(t
         assert len(mine) == (2 if variant == "oracle" else 1)
         if variant == "oracle":
             assert torch.equal(mine[1], tgt["normals"])
+    assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]
     assert m["variant"] == variant and m["selection"] == "last"
     assert m["head_frozen"] == variant.startswith("headfreeze")
     for dom in ("source", "target"):
@@ -235,6 +238,9 @@ def test_target_through_bn_control_moves_only_batchnorm_statistics(tmp_path):
     (["--anchor", "keypoints"], "reads keypoints/ of the folder layout"),
     (["--keypoint-depth"], "needs --anchor keypoints"),
     (["--freeze-at", "5", "--iters", "5"], "--freeze-at must lie in"),
+    (["--variant", "headfreeze+da", "--freeze-at", "0"], "--freeze-at 0 would freeze the head before"),
+    (["--variant", "baseline", "--joint-bn"], "--joint-bn has no effect with --variant baseline"),
+    (["--variant", "mtl-src-anchor", "--joint-bn"], "--joint-bn has no effect with --variant mtl-src"),
 ])
 def test_one_line_errors(tmp_path, flags, message):
     with pytest.raises(engine.UserError, match=message):
@@ -337,6 +343,9 @@ def test_lambda_rule_is_measured_before_training_and_recorded(tmp_path):
     lam = m["lambda"]
     got = lam["measured"]
     assert lam["rule"] == {"anchor": "auto", "kp_depth": "fixed"} and set(got) == {"Sm", "S_ce", "T_ce"}
+    on = lam["measured_on"]          # once, on the network as initialised, the first batch per domain
+    assert (on["iteration"], on["domains"], on["samples_per_domain"]) == (0, ["S", "T"], 2)
+    assert on["network"] == "as initialised, before the first step" and on["reading"].startswith("ours")
     assert lam["lambda_anchor"] == pytest.approx(got["Sm"] / ((got["S_ce"] + got["T_ce"]) / 2))
     log = [json.loads(line) for line in open(tmp_path / "auto" / "log.jsonl")]
     assert [r["lambda_anchor"] for r in log if r.get("event") == "lambda"] == [lam["lambda_anchor"]]

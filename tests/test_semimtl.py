@@ -337,6 +337,20 @@ def test_bench_times_the_semimtl_step():
     assert d["images_per_s"] == pytest.approx(2 / (d["step_ms"] / 1000))
 
 
+def test_bench_times_the_encnet_augmentation():
+    """tools/bench.py --only augment times ScaleAugmented (scale, rotate, crop, flip) against the
+    crop and flip alone, on one sample (docs/semimtl.md quotes its figures; no time asserted)."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    import bench
+    res = bench.main(bench.get_args_parser().parse_args(
+        ["--only", "augment", "--size", "32", "64", "--crop", "16", "16", "--samples", "2", "--device", "cpu"]))
+    d = res["augment"]
+    assert set(d) == {"augment_ms", "crop_flip_ms", "extra_ms"} and d["augment_ms"] > 0
+    assert d["extra_ms"] == pytest.approx(d["augment_ms"] - d["crop_flip_ms"])
+
+
 # ----------------------------------------------------------------------------- issue 21, items 6-8
 def test_encnet_scaling_resizes_before_the_crop_and_divides_depth():
     """EncNet's augmentation (Sec. 4.1 "following [65]"): scale the whole image, then crop. At a
@@ -347,7 +361,7 @@ def test_encnet_scaling_resizes_before_the_crop_and_divides_depth():
     raw = ProceduralScenes("b", "train", (32, 64), labels=("semantic", "depth"))
     for divide in (True, False):
         data = sm.ScaleAugmented(raw, (32, 64), (2.0, 2.0), 0.0, False, False, divide_depth=divide)
-        with engine._isolated_rng(0):
+        with engine.isolated_rng(0):
             out = data[0]
         assert out["image"].shape == (3, 32, 64) and out["depth"].shape == (32, 64)
         depths = set(raw[0]["depth"].unique().tolist())

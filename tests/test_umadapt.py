@@ -501,6 +501,11 @@ def test_batch_stats_res5_normalises_with_batch_statistics_and_moves_nothing():
     assert torch.allclose(y.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
     assert torch.equal(res5[0].running_mean, torch.full((3,), 5.0)) and not res5[0].weight.requires_grad
     assert enc.layer4[0](x).mean().item() == pytest.approx(float((x - 5.0).mean() / math.sqrt(1 + 1e-5)), rel=1e-4)
+    # a frozen (freeze_bn'd) Ms gives a copy in batch statistics all the same: its hook is not carried over
+    from lib.models import freeze_bn
+    freeze_bn(enc.layer4)
+    y = lu_models_batch_stats(enc)(x)
+    assert torch.allclose(y.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
 
 
 def lu_models_batch_stats(enc):
@@ -521,12 +526,24 @@ def test_stages_feed_pseudo_softmax_masks_and_critic_the_way_the_supplementary_s
         orig = getattr(um, name)
         monkeypatch.setattr(um, name, lambda *a, _o=orig, _k=key, _p=pick, **k: (calls[_k].append(_p(a, k)),
                                                                                  _o(*a, **k))[1])
-    orig_floor = um.energy_floor
-    monkeypatch.setattr(um, "energy_floor", lambda t, y: (calls["floor"].append(t), orig_floor(t, y))[1])
-    run(tmp_path, "--stage", "all", "--variant", "adv", "--pseudo-softmax", "0.25", "--grad-mask", "0.75", iters=1)
-    assert 0.25 in calls["true"] and set(calls["true"]) <= {0.25, 0.0}      # 0.0: scoring N on val one-hot
-    assert 0.75 in calls["pred"] and set(calls["pred"]) <= {0.75, 0.0}
-    assert set(calls["floor"]) == {"semantic", "depth"}       # the tasks with an N (the cpu preset's --transfer)
+    orig_floor, orig_margin = um.energy_floor, um.margin_d_loss
+    monkeypatch.setattr(um, "energy_floor", lambda t, y: (calls["floor"].append((t, orig_floor(t, y))),
+                                                          calls["floor"][-1][1])[1])
+    margins = []
+    monkeypatch.setattr(um, "margin_d_loss", lambda e_s, e_t, r, floor=0.0: (margins.append(floor),
+                                                                             orig_margin(e_s, e_t, r, floor))[1])
+    flags = ("--pseudo-softmax", "0.25", "--grad-mask", "0.75")
+    run(tmp_path, "--stage", "all", "--variant", "noadv", *flags, iters=1)     # transfer, base, ccr, noadv
+    for k in calls:
+        calls[k].clear()
+    run(tmp_path, "--stage", "adapt", "--variant", "adv", *flags, iters=1)
+    # Adv alone: L_D's source tuples with pseudo-softmax (0.0: N scored on val one-hot at the end),
+    # L_G behind the mask, L_D's target tuple unmasked (0.0: no gradient reaches the prediction there)
+    assert 0.25 in calls["true"] and set(calls["true"]) <= {0.25, 0.0}
+    assert 0.75 in calls["pred"] and 0.0 in calls["pred"] and set(calls["pred"]) <= {0.75, 0.0}
+    assert [t for t, _ in calls["floor"]] == ["semantic", "depth"]     # the tasks with an N (cpu preset)
+    (_, f_sem), (_, f_depth) = calls["floor"]
+    assert len(margins) == 2 and margins[0] is f_sem and f_sem > 0 and margins[1] is f_depth and f_depth == 0
     import json
     diag = json.loads((tmp_path / "adapt-adv" / "metrics.json").read_text())["transfer_source"]
     assert "mIoU" in diag and "abs_rel" in diag and "mean" not in diag      # N(->semantic), N(->depth)
@@ -537,13 +554,37 @@ def test_stages_feed_pseudo_softmax_masks_and_critic_the_way_the_supplementary_s
         orig = getattr(losses, name)
         monkeypatch.setattr(losses, name, lambda *a, _o=orig, _n=name: (calls["critic" if "critic" in _n else "gen"]
                                                                         .append([x.detach() for x in a]), _o(*a))[1])
-    real_z = []
-    orig_b = um.b_step
+    real_z, res5s = [], []
+    orig_b, orig_res5 = um.b_step, um.batch_stats_res5
     monkeypatch.setattr(um, "b_step", lambda ms, *a: orig_b(lambda x: (real_z.append(ms(x)), real_z[-1])[1], *a))
+    modes = []
+
+    def recorded(enc):
+        res5s.append(orig_res5(enc))
+        for m in res5s[-1].modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.register_forward_pre_hook(lambda mod, _: modes.append((mod.training, mod.momentum)))
+        return res5s[-1]
+    monkeypatch.setattr(um, "batch_stats_res5", recorded)
     run(tmp_path, "--stage", "adapt", "--variant", "b", iters=1)
+    # the real latent came through the batch-statistics copy (BatchNorm in train mode, momentum 0 at
+    # forward time), once per step, not through Ms's eval-mode res5
+    assert modes and set(modes) == {(True, 0.0)} and len(real_z) == 1
     (d_real, d_fake), = calls["critic"]
     (d_gen,), = calls["gen"]
     # D's calls in b_step: the generator's (fake), then critic real, critic fake, then the penalty's
     z_gen, z_real, z_fake = calls["d_in"][:3]
     assert torch.equal(z_real, real_z[0].float()) and torch.equal(z_gen, z_fake) and not torch.equal(z_real, z_fake)
     assert d_real.shape == d_fake.shape and torch.equal(d_gen, d_fake)
+
+
+def test_refusals_that_keep_a_cue_or_a_label_out():
+    """--target-bn-stats with B leaves a BatchNorm-mode cue below res5; S with a target left without
+    labels is refused under --stage all too (not only --stage adapt)."""
+    parse = um.get_args_parser().parse_args
+    with pytest.raises(engine.UserError, match="--target-bn-stats with --variant b"):
+        um.check_args(parse(["--stage", "adapt", "--variant", "b", "--target-bn-stats"]))
+    args = parse(["--src", "folder", "--tgt", "cityscapes,kitti_depth", "--tasks", "depth", "normals", "--transfer",
+                  "depth=normals", "--variant", "s", "--stage", "all", "--target-labels", "cityscapes=", "kitti_depth=depth"])
+    with pytest.raises(engine.UserError, match="--variant s needs target labels"):
+        um.check_args(args)

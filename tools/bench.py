@@ -18,6 +18,7 @@ Usage:
     python tools/bench.py --only umadapt_base umadapt_adapt --backbone resnet50 --size 228 304 \\
         --batch-size 2 --steps 1                                       # UM-Adapt base / Adv steps
     python tools/bench.py --only headfreeze --backbone resnet50 --size 240 320 --batch-size 2
+    python tools/bench.py --only augment --size 512 1024 --crop 256 256 --threads 1   # SemiMTL's EncNet aug.
     python tools/bench.py --device cuda --only atdt1 --backbone resnet50 --size 512 512 \\
         --batch-size 8 --decoder-width 128 --amp bf16 --channels-last --compile  # paper sizes
 
@@ -39,7 +40,7 @@ from lib.data import build_dataset  # noqa: E402
 from lib.models import build_model, model_spec  # noqa: E402
 
 PARTS = ("generator", "loader", "step", "atdt1", "atdt2", "dada", "semimtl", "umadapt_base",
-         "umadapt_adapt", "headfreeze", "finite", "ckpt2")
+         "umadapt_adapt", "headfreeze", "finite", "ckpt2", "augment")
 PHASES = ("data", "forward", "backward", "optimizer")
 
 
@@ -71,6 +72,13 @@ def get_args_parser(add_help=True):
     parser.add_argument("--finite-steps", type=int, default=None,
                         help="steps per timing of the finite part (default: --steps)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--crop", type=int, nargs=2, default=[256, 256], metavar=("H", "W"),
+                        help="augment: the training crop after scaling and rotation (SemiMTL: 256 256 "
+                             "across cities, 384 384 on ISPRS); --size is the resized image")
+    parser.add_argument("--scale-range", type=float, nargs=2, default=[0.5, 2.0], metavar=("LOW", "HIGH"),
+                        help="augment: train_semimtl.py's --scale-range (paper preset 0.5 2)")
+    parser.add_argument("--rotate", type=float, default=10.0, metavar="DEG",
+                        help="augment: train_semimtl.py's --rotate (paper preset 10)")
     parser.add_argument("--only", nargs="+", default=["generator", "loader", "step"], choices=PARTS)
     parser.add_argument("--json", default=None, help="write results here (default: print only)")
     return parser
@@ -426,6 +434,49 @@ def _datasets(args):
     return out
 
 
+class _OneSample(torch.utils.data.Dataset):
+    """One decoded sample, returned afresh at every index: the augmentation is timed alone,
+    without the cost of reading or rendering the image."""
+
+    def __init__(self, sample):
+        self.sample = sample
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        return {k: v.clone() if torch.is_tensor(v) else v for k, v in self.sample.items()}
+
+
+def bench_augment(dataset, args):
+    """ms per sample of train_semimtl.py's EncNet augmentation (ScaleAugmented: random scale in
+    --scale-range, rotation in +-(--rotate), crop --crop, flip; depth divided by the scale) on
+    one --size sample of --dataset (semantic, depth, edges), against the crop and flip alone
+    (what the run does without --scale-range / --rotate), each over --samples draws under fixed
+    seeds, in this process (a DataLoader worker's share)."""
+    import train_semimtl as sm
+    from lib.data import transforms as T
+    base = {k: v for k, v in dataset[0].items() if k in ("image", "semantic", "depth", "edges")}
+    one = _OneSample(base)
+    aug = sm.ScaleAugmented(one, args.crop, args.scale_range, args.rotate, flip=True, photometric=False,
+                            divide_depth=True)
+
+    def crop_only(_):
+        sample = one[0]
+        sample["image"] = T.denormalize(sample["image"])
+        return T.paired_transform(sample, args.crop, train=True, flip=True)
+    out = {}
+    for name, fn in (("augment", aug.__getitem__), ("crop_flip", crop_only)):
+        fn(0)                                            # first-call costs are not the steady state
+        t = time.perf_counter()
+        for i in range(args.samples):
+            with engine.isolated_rng(i):
+                fn(0)
+        out[f"{name}_ms"] = 1000 * (time.perf_counter() - t) / args.samples
+    out["extra_ms"] = out["augment_ms"] - out["crop_flip_ms"]
+    return out
+
+
 def bench_ckpt2(args):
     """Size and write time of AT/DT stage 2's files (train_transfer.py): checkpoint.pth (G with
     the frozen E1 and D2, Adam after one step, schedule) and best_g.pth (the selected G alone)."""
@@ -483,6 +534,8 @@ def main(args):
         result["finite"] = bench_finite(datasets, args)
     if "ckpt2" in args.only:
         result["ckpt2"] = bench_ckpt2(args)
+    if "augment" in args.only:
+        result["augment"] = bench_augment(datasets["a"], args)
     print_table(result)
     if args.json:
         engine.write_json(result, args.json)

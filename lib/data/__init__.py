@@ -8,7 +8,8 @@ FileDataset subclasses (lib/data/base.py), one module each, registered with regi
 options (all datasets): classes (class-map size), train (random crop / flip / photometric
 active), resize (H, W), flip, photometric, focal_ref (rescale depth to this focal length),
 edges (compute | cache: where edge labels come from), native_labels (evaluation at the labels'
-own resolution). Options of one dataset family (DATASET_OPTIONS: kitti_protocol, annotated |
+own resolution), image_resample (bilinear | bicubic: how resize resamples the image; bicubic is
+the official DADA code's PIL resize, train_dada.py's paper preset). Options of one dataset family (DATASET_OPTIONS: kitti_protocol, annotated |
 eigen for kitti_depth; carla_focal, the focal length in pixels of the CARLA renders) reach the classes that name them in `own_options` and are dropped for
 the others, so a script passes them whatever its datasets are.
 """
@@ -38,9 +39,9 @@ def _procedural(domain):
     """Builder for one domain of the embedded procedural benchmark."""
     def build(split, size, root=None, seed=0, length=None, labels=ALL_LABELS, classes=None,
               resize=None, focal_ref=None, edges="compute", native_labels=False, kitti_protocol=None,
-              carla_focal=None, **augment):
-        # `edges`, `native_labels`, `kitti_protocol` and `carla_focal` are ignored: the benchmark
-        # renders its labels at its size, with its own cameras.
+              carla_focal=None, image_resample=None, **augment):
+        # `edges`, `native_labels`, `kitti_protocol`, `carla_focal` and `image_resample` are
+        # ignored: the benchmark renders images and labels at its size, with its own cameras.
         from lib.data.procedural import ProceduralScenes
         if classes not in (None, 11):
             raise UserError(f"proc-{domain} has the 11 AT/DT classes only, not --classes {classes}")

@@ -165,7 +165,7 @@ class FileDataset(torch.utils.data.Dataset):
 
     def __init__(self, root, split, size, labels=(), classes=None, train=False, resize=None,
                  flip=False, photometric=False, focal_ref=None, edges_dir=None, length=None,
-                 seed=0, edges="compute", native_labels=False):
+                 seed=0, edges="compute", native_labels=False, image_resample="bilinear"):
         if split not in self.splits:
             raise DataError(f"dataset {self.key!r} has no split {split!r}; it has {', '.join(self.splits)}")
         if root is None or not os.path.isdir(root):
@@ -182,6 +182,11 @@ class FileDataset(torch.utils.data.Dataset):
         # and scoring upsamples the predictions to the label size.
         self.native_labels = bool(native_labels) and not train
         self.flip, self.photometric, self.focal_ref = flip, photometric, focal_ref
+        # How --resize resamples the image: bilinear (antialiased; ours) or PIL's bicubic, as the
+        # official DADA / ADVENT loaders (lib.data.transforms.pil_bicubic). Labels: nearest.
+        if image_resample not in T.IMAGE_RESAMPLE:
+            raise DataError(f"image_resample must be {' or '.join(T.IMAGE_RESAMPLE)}, got {image_resample!r}")
+        self.image_resample = image_resample
         self.edges_dir = edges_dir or os.path.join(root, "edges")
         # "cache": edges must come from tools/make_edges.py (e.g. an external detector's maps,
         # as AT/DT's DexiNed); "compute": missing ones are computed here with lib.edges.
@@ -238,8 +243,9 @@ class FileDataset(torch.utils.data.Dataset):
         """--resize of the decoded sample: image and labels to self.resize, or the image alone
         with native_labels (Mapillary overrides it: the official fit-and-pad)."""
         if self.native_labels:
-            return {**sample, "image": T.resize_sample({"image": sample["image"]}, self.resize)["image"]}
-        return T.resize_sample(sample, self.resize)
+            image = T.resize_sample({"image": sample["image"]}, self.resize, self.image_resample)["image"]
+            return {**sample, "image": image}
+        return T.resize_sample(sample, self.resize, self.image_resample)
 
     # -- shared -----------------------------------------------------------------
     def __len__(self):

@@ -20,6 +20,20 @@ Labels:
   train_semimtl.py scores RMSE over every labelled pixel, ground included (docs/semimtl.md).
   evaluate.py --checkpoint takes the run's RMSE floor (rmse_min_depth) and counts it too;
   evaluate.py --pred-dir, which has no run, scores RMSE above --min-depth.
+  What is assumed of the official nDSM files (read_height): any grey image PIL reads (8- or
+  16-bit, float TIFF, or grey saved as RGB: the first channel), one height per pixel, the
+  value linear in the height above ground, no no-data code (every pixel is a label), and the
+  ground at the tile's minimum; the per-tile min-max makes the file's offset and unit
+  irrelevant. Only pixels exactly at that minimum become ground (1/65535). An 8-bit tile of
+  range R grey levels quantises heights to steps of 1/R >= 1/255 (0.0039 > --min-depth), so
+  a ground pixel the file stores k levels above the minimum (lossy compression: the Potsdam
+  nDSMs are JPEGs; or the DSM - DTM residual of flat ground) decodes to the small height
+  k / R, and Potsdam's bilinear 5/9 resampling (tools/prepare_isprs.py) leaves intermediate
+  heights along roof edges. Nothing snaps those to ground (no official tile was read here,
+  so no noise level is assumed): RMSE counts them at their value, as it counts every
+  labelled pixel; the ratio metrics count them as tiny heights, which inflate AbR; a larger
+  --min-depth (above k / R) leaves them out of the ratio metrics only (docs/semimtl.md,
+  "ISPRS ground"; tests/test_data_others.py, test_8bit_ndsm_ground_noise_is_a_small_height_not_ground).
 - edges: from the edge cache or computed from the image (lib/data/base.py).
 
 Splits: the contest's train / test tiles (TILES, from the contest pages and the label packages:

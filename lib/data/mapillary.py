@@ -176,8 +176,8 @@ class Mapillary(FileDataset):
         official = self.pad_label == "official" and not self.train and self.resize[0] * 4 == self.resize[1] * 3
         fill = int(self.label_lut()[OFFICIAL_PAD_ID]) if official else IGNORE
         if not self.native_labels:
-            return pad_to(T.resize_sample(sample, fit), self.resize, fill)
-        image = pad_to(T.resize_sample({"image": sample["image"]}, fit), self.resize)["image"]
+            return pad_to(T.resize_sample(sample, fit, self.image_resample), self.resize, fill)
+        image = pad_to(T.resize_sample({"image": sample["image"]}, fit, self.image_resample), self.resize)["image"]
         labels = {k: v for k, v in sample.items() if k != "image"}
         return {**pad_to(labels, aspect_pad_size(h, w, self.resize), fill), "image": image}
 

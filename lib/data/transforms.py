@@ -4,6 +4,7 @@ import random
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 # torchvision's ImageNet statistics: the pretrained backbones expect them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -50,12 +51,20 @@ def to_tensors(raw):
     return out
 
 
-def resize_sample(sample, size):
-    """Resize to (H, W): image and edges bilinear (antialiased), the other labels nearest."""
+IMAGE_RESAMPLE = ("bilinear", "bicubic")
+
+
+def resize_sample(sample, size, image_resample="bilinear"):
+    """Resize to (H, W): image and edges bilinear (antialiased), the other labels nearest
+    ("nearest-exact": the pixel PIL's NEAREST picks). image_resample="bicubic" resizes the image
+    as the official DADA / ADVENT loaders do (pil_bicubic); edges stay bilinear."""
     size = tuple(int(s) for s in size)
     out = dict(sample)
     for key, t in sample.items():
         if not torch.is_tensor(t) or tuple(t.shape[-2:]) == size:
+            continue
+        if key == "image" and image_resample == "bicubic":
+            out[key] = pil_bicubic(t, size)
             continue
         x = t[None] if t.dim() == 3 else t[None, None]
         if key in _NEAREST:
@@ -65,6 +74,18 @@ def resize_sample(sample, size):
         x = x[0] if t.dim() == 3 else x[0, 0]
         out[key] = x.to(t.dtype)
     return out
+
+
+def pil_bicubic(image, size):
+    """PIL's BICUBIC resize of a 3xHxW image in [0, 1] to (H, W), back in [0, 1]: the official
+    DADA code's image resize (ADVENT advent/dataset/base_dataset.py, `get_image`: PIL
+    `Image.BICUBIC`, as DADA's SYNTHIA loader inherits it; dada/dataset/mapillary.py,
+    `resize_with_pad`: BICUBIC too). The loaders' images are 8-bit (k / 255) when they are
+    resized, so the round trip through uint8 is exact and the result is PIL's own, 8-bit
+    rounding included."""
+    pixels = (image * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    resized = Image.fromarray(pixels).resize((int(size[1]), int(size[0])), Image.BICUBIC)
+    return torch.from_numpy(np.array(resized)).permute(2, 0, 1).to(image.dtype) / 255.0
 
 
 def crop(sample, top, left, size):

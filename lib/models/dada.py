@@ -329,13 +329,15 @@ def official_to_net(state, source, classes=None, depth=None, backbone=None):
 
 def import_args(path, classes):
     """The args an imported checkpoint records: scored on Cityscapes as the official test does
-    (ADVENT eval_UDA.py): the 1024x512 input, the labels at their own 2048x1024, one at a time."""
+    (ADVENT eval_UDA.py): the 1024x512 input (PIL bicubic, ADVENT dataset/base_dataset.py), the
+    labels at their own 2048x1024, one at a time."""
     scoring = [{"dataset": "cityscapes", "role": "--tgt", "split": "val", "size": [512, 1024],
                 "batch_size": 1, "max_batches": None, "native_labels": True, "proc_length": None,
                 "root": None, "classes": classes, "resize": [512, 1024], "focal_ref": None,
-                "kitti_protocol": None, "carla_focal": None}]
+                "image_resample": "bicubic", "kitti_protocol": None, "carla_focal": None}]
     return Namespace(tgt="cityscapes", src="synthia", classes=classes, resize=[512, 1024],
-                     size=[512, 1024], imported_from=os.path.abspath(path), scoring=scoring)
+                     size=[512, 1024], image_resample="bicubic", imported_from=os.path.abspath(path),
+                     scoring=scoring)
 
 
 def official_checkpoint(path):

@@ -292,6 +292,11 @@ def batch_stats_res5(base_encoder):
     for m in res5.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.momentum = 0.0
+            # a copy of a freeze_bn'd layer would carry its eval-mode pre-hook: drop it
+            for key, hook in list(m._forward_pre_hooks.items()):
+                if getattr(hook, "__name__", "") == "_keep_bn_frozen":
+                    del m._forward_pre_hooks[key]
+            m._bn_frozen = False
     return res5
 
 
