@@ -193,7 +193,17 @@ def generator_step(model, discs, src, tgt, amp, args):
 
 def discriminator_step(discs, maps_s, maps_t, amp):
     """Eq. 6: each discriminator on the detached source (label 0) and target (label 1) maps,
-    so its loss never reaches the network."""
+    so its loss never reaches the network. One backward of the mean of the two BCE terms.
+
+    ADVENT's advent/domain_adaptation/train_UDA.py (train_advent, the AdvEnt of S2) halves each
+    term and backpropagates it alone, `loss_d_main = loss_d_main / 2; loss_d_main.backward()`
+    for the source and again for the target: gradients add up, so that is this gradient
+    exactly. DADA's own dada/domain_adaptation/train_UDA.py (train_dada) does not halve
+    (`loss_d_main = loss_d_main` before each backward), so its discriminator gradient is twice
+    this one; Adam's step is unchanged by a constant gradient scale except through its eps
+    (1e-8), so the updates agree but for weights whose gradient is that small (tests/test_dada.py,
+    test_discriminator_loss_is_advents_halves_and_dadas_sum_up_to_adams_eps). The
+    logged d_* is the mean of the two terms (DADA's log prints the target term alone)."""
     terms = {}
     for k, d in discs.items():
         loss = (losses.bce_adv(d(maps_s[k]), 0.0) + losses.bce_adv(d(maps_t[k]), 1.0)) / 2

@@ -145,6 +145,9 @@ def resolve_variant(args):
     args.src_anchor, args.tgt_anchor, args.tgt_main, args.adapt, args.headfreeze = VARIANTS[args.variant]
     if args.freeze_at is None:
         args.freeze_at = args.iters // 2
+        if args.headfreeze and args.freeze_at == 0:
+            raise engine.UserError(f"--iters {args.iters} leaves no step before HeadFreeze's switch (default "
+                                   "--freeze-at: half of --iters): give --iters 2 or more")
     if args.headfreeze and args.freeze_at == 0:
         # Sec. 3.2 freezes a head trained on eq. 4 "when it approaches convergence"; at 0 it
         # would freeze the head as initialised (random), before any step: not HeadFreeze.

@@ -102,6 +102,42 @@ def test_generator_losses_leave_d_alone_and_d_losses_leave_the_network_alone(tmp
     assert all(g is not None for d in discs.values() for g in _grads(d))
 
 
+def test_discriminator_loss_is_advents_halves_and_dadas_sum_up_to_adams_eps():
+    """discriminator_step's one backward of (L_s + L_t) / 2 gives ADVENT's gradient (train_UDA.py:
+    each term halved, its own backward) exactly; DADA's train_UDA.py backpropagates the terms
+    unhalved (twice the gradient), which Adam turns into the same step except where a gradient
+    is as small as its eps."""
+    from lib.models.discriminators import OutputDiscriminator
+    torch.manual_seed(0)
+    d = OutputDiscriminator(3, 8)
+    m_s, m_t = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    train_dada.discriminator_step({"fused": d}, {"fused": m_s}, {"fused": m_t}, engine.Amp("off", torch.device("cpu")))
+    ours = [p.grad.clone() for p in d.parameters()]
+
+    def two_backwards(scale):
+        d.zero_grad(set_to_none=True)
+        (losses.bce_adv(d(m_s), 0.0) * scale).backward()
+        (losses.bce_adv(d(m_t), 1.0) * scale).backward()
+        return [p.grad.clone() for p in d.parameters()]
+    advent, dada = two_backwards(0.5), two_backwards(1.0)
+    assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(ours, advent))
+    assert all(torch.allclose(2 * a, b, atol=1e-7) for a, b in zip(ours, dada))
+    steps = []
+    for grads in (ours, dada):
+        copy = OutputDiscriminator(3, 8)
+        copy.load_state_dict(d.state_dict())
+        opt = torch.optim.Adam(copy.parameters(), lr=1e-4, betas=(0.9, 0.99))
+        for p, g in zip(copy.parameters(), grads):
+            p.grad = g.clone()
+        opt.step()
+        steps.append([p.detach() - q.detach() for p, q in zip(copy.parameters(), d.parameters())])
+    # Adam moves each weight by about lr g / (|g| + eps): the same for g and 2 g wherever |g| is
+    # well above eps (1e-8); the few weights with a gradient near eps move differently.
+    big = [g.abs() > 1e-6 for g in ours]
+    assert all(torch.allclose(a[m], b[m], rtol=1e-2) for a, b, m in zip(*steps, big))
+    assert sum(int(m.sum()) for m in big) > 0.9 * sum(g.numel() for g in ours)
+
+
 def test_no_target_label_reaches_a_supervised_loss(tmp_path, monkeypatch):
     """B's batches carry no labels at all, and CE / berHu only ever see the source's."""
     seen = []

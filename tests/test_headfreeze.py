@@ -239,6 +239,7 @@ def test_target_through_bn_control_moves_only_batchnorm_statistics(tmp_path):
     (["--keypoint-depth"], "needs --anchor keypoints"),
     (["--freeze-at", "5", "--iters", "5"], "--freeze-at must lie in"),
     (["--variant", "headfreeze+da", "--freeze-at", "0"], "--freeze-at 0 would freeze the head before"),
+    (["--variant", "headfreeze", "--iters", "1"], "--iters 1 leaves no step before HeadFreeze's switch"),
     (["--variant", "baseline", "--joint-bn"], "--joint-bn has no effect with --variant baseline"),
     (["--variant", "mtl-src-anchor", "--joint-bn"], "--joint-bn has no effect with --variant mtl-src"),
 ])

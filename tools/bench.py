@@ -325,8 +325,11 @@ def headfreeze_stage(datasets, args, amp):
     semantics on the source, semantics and D on the target, head frozen) as (step, fetch).
     forward_ms ends at the network's backward; backward_ms holds D's forward too."""
     import train_headfreeze as hf
-    ns = _method_args(hf.get_args_parser(), args, ["--variant", "headfreeze+da", "--freeze-at", "0"])
+    ns = _method_args(hf.get_args_parser(), args, ["--variant", "headfreeze+da", "--freeze-at", "1"])
     hf.resolve_variant(ns)
+    # Every timed step after the switch (the CLI refuses --freeze-at 0: a run would freeze an
+    # untrained head; the cost of a step does not depend on the head's weights).
+    ns.freeze_at = 0
     _, net, discs, optims = hf.build(ns, 11)
     net.freeze_head()
     model = _prepare(hf.RawOutputs(net).train(), args)

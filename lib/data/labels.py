@@ -13,10 +13,16 @@ Every map is a 256-entry int64 lookup table (LUT): ``lut[source_id]`` is the cla
 
 Class sets (docs/reference.md, "Class maps"):
 - 19: the standard Cityscapes trainIds.
-- 16: the SYNTHIA benchmark classes (19 without terrain, truck, train).
+- 16: the SYNTHIA benchmark classes (19 without terrain, truck, train), in the order of DADA's
+  official SYNTHIA table. SYNTHIA_TO[16] is that table (dada/dataset/synthia.py); the Cityscapes
+  table is ours, built from the 16 names (the official code reads it from
+  dada/dataset/cityscapes_list/info16class.json, which we have not read).
 - 13: the 16 without wall, fence, pole (DADA's mIoU*).
-- 7: DADA's categories (Table 2), following SPIGAN; the Cityscapes table is ours (the paper
-  names the categories only): each class's Cityscapes category.
+- 7: DADA's categories (Table 2; Sec. 4.1: the 7 common to SYNTHIA, Cityscapes and Vistas,
+  following SPIGAN). SYNTHIA_TO[7] is the official table (dada/dataset/synthia.py); the
+  Cityscapes table is ours: the official code has no 7-class Cityscapes configuration (its
+  Cityscapes configs run 16 classes), so each class goes to its Cityscapes category, caravan
+  and trailer included. Vistas' table is lib/data/mapillary.py's (the official one).
 - 11: AT/DT's shared classes. Two choices the paper leaves open are fixed here:
   'vehicle' is car + motorcycle, as in the official code's cityscapes2carla table (the paper
   text also names bicycle, which the official code ignores: we follow the code so that
@@ -93,10 +99,10 @@ _CLASSES_7 = (
     ("nature", "vegetation", "terrain"),
     ("sky", "sky"),
     ("human", "person", "rider"),
-    # Ours: the DADA paper names the 7 categories only, and its official code reads the
-    # Cityscapes map from an info JSON we could not read. Each class is its Cityscapes
-    # category; vehicle takes labelIds 26..33, so caravan and trailer count here although
-    # the 19-class benchmark ignores them.
+    # Ours: the DADA paper names the 7 categories only, and the official code has no 7-class
+    # Cityscapes configuration to copy (configs_s2c run 16 classes). Each class is its
+    # Cityscapes category; vehicle takes labelIds 26..33, so caravan and trailer count here
+    # although the 19-class benchmark ignores them.
     ("vehicle", "car", "truck", "bus", "caravan", "trailer", "train", "motorcycle", "bicycle"),
 )
 _CLASSES_11 = (
@@ -148,12 +154,13 @@ def _cityscapes_lut(classes):
 
 CITYSCAPES_TO = {k: _cityscapes_lut(classes) for k, classes in _CLASS_SETS.items()}
 
-# SYNTHIA-RAND-CITYSCAPES ids, as in DADA's official dataset code.
+# SYNTHIA-RAND-CITYSCAPES ids, DADA's official tables (dada/dataset/synthia.py, id_to_trainid).
 _SYNTHIA_16 = {
     3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7,
     6: 8, 1: 9, 10: 10, 17: 11, 8: 12, 19: 13, 12: 14, 11: 15,
 }
-# 7 classes: wall (21), rider (17), bus (19), motorcycle (12) stay ignored, as in DADA's code.
+# 7 classes, as DADA's 7-class dict: every id it does not list is ignored, among them wall (21),
+# rider (17), bus (19), motorcycle (12) and terrain (16), whose Cityscapes counterparts count.
 _SYNTHIA_7 = {
     3: 0, 4: 0, 22: 0,  # flat
     2: 1, 5: 1,  # construction

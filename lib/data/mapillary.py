@@ -41,7 +41,9 @@ mapillary/
 
 SPLIT_FOLDERS = {"train": "training", "val": "validation"}
 
-# The 66 class names of the Vistas v1.2 config.json, in index order.
+# The 66 class names of the Vistas v1.2 config.json, in index order. DADA's official loader takes
+# the order from dada/dataset/mapillary_list/info.json (`labels`, their `readable` names: the
+# layout of config.json); we have not read that file, and use the v1.2 config.json order.
 VISTAS_CLASSES = (
     "animal--bird", "animal--ground-animal", "construction--barrier--curb",
     "construction--barrier--fence", "construction--barrier--guard-rail",
