@@ -325,7 +325,7 @@ def main(args):
     if engine.stop_iteration(args) < args.iters:
         engine.cleanup_distributed()
         return None  # --stop-at: continue with --resume auto
-    return finish(net, spec, nc, args, amp, best, logger)
+    return finish(net, spec, nc, args, amp, best, logger, discs)
 
 
 def select(net, loader, nc, args, amp, iteration, best, logger, path):
@@ -342,10 +342,67 @@ def select(net, loader, nc, args, amp, iteration, best, logger, path):
     return best
 
 
-def finish(net, spec, nc, args, amp, best, logger):
+DIAG_BATCHES = 25      # ours: the diagnostic reads at most 25 val batches per domain (not a score)
+
+
+def discriminator_counts(logits, label):
+    """(patches on the right side of 0, patches, summed BCE) of one discriminator output
+    against a domain label (0 source, 1 target): its accuracy at telling the domains apart."""
+    right = (logits > 0) if label else (logits <= 0)
+    return float(right.sum()), right.numel(), float(losses.bce_adv(logits, label)) * right.numel()
+
+
+@torch.no_grad()
+def diagnose(net, discs, args, amp):
+    """The mechanism at work (ours, the benchmark's diagnostic): Z's fit on source val (abs
+    rel against the inverse-depth target of eq. 2's berHu, and the two means), and each
+    discriminator's patch accuracy and BCE on source (0) and target (1) val maps: 50% and
+    ln 2 = 0.693 are chance. At the training resolution, at most DIAG_BATCHES batches each."""
+    net.eval()
+    model, sums = RawOutputs(net), {}
+
+    def add(key, value):
+        sums[key] = sums.get(key, 0.0) + value
+    for role, name, label in (("src", args.src, 0), ("tgt", args.tgt, 1)):
+        opts = {**data_options(args, role), "resize": (args.src_resize if role == "src" else args.tgt_resize)
+                or args.resize, "image_resample": args.image_resample}
+        labels = ["depth"] if role == "src" and args.depth_block else []
+        data = build_dataset(name, "val", opts["resize"] or args.size, args.data_root, length=args.proc_length,
+                             labels=labels, role=f"--{role}", **opts)
+        for batch in engine.eval_loader(data, max(args.batch_size, 4), args, args.eval_batches or DIAG_BATCHES):
+            batch = engine.to_device(batch, args.device)
+            with amp.autocast():
+                logits, z = forward(model, batch["image"])
+            if labels:
+                target, mask = inverse_depth_target(batch["depth"])
+                add("z_err", float(((z - target).abs() / target)[mask].sum()))
+                add("z_sum", float(z[mask].sum()))
+                add("t_sum", float(target[mask].sum()))
+                add("z_n", float(mask.sum()))
+            maps = discriminator_inputs(logits, z, args)
+            for k, d in discs.items():
+                right, n, bce = discriminator_counts(d(maps[k]).float(), label)
+                add(f"{k}_{role}_right", right)
+                add(f"{k}_{role}_bce", bce)
+                add(f"{k}_{role}_n", n)
+    sums = engine.all_reduce_mean(sums)   # ratios of means over ranks are ratios of sums
+    out = {}
+    if sums.get("z_n"):
+        out["depth_source"] = {"abs_rel": sums["z_err"] / sums["z_n"], "z_mean": sums["z_sum"] / sums["z_n"],
+                               "target_mean": sums["t_sum"] / sums["z_n"]}
+    for k in discs:
+        per = {role: {"acc": 100 * sums[f"{k}_{role}_right"] / sums[f"{k}_{role}_n"],
+                      "bce": sums[f"{k}_{role}_bce"] / sums[f"{k}_{role}_n"]} for role in ("src", "tgt")}
+        out[f"d_{k}"] = {**per, "acc": (per["src"]["acc"] + per["tgt"]["acc"]) / 2, "chance_acc": 50.0,
+                         "chance_bce": 0.6931}
+    net.train()
+    return out
+
+
+def finish(net, spec, nc, args, amp, best, logger, discs=None):
     """The reported model (last, or best on target val when asked), saved, then scored on the
     source and target validation splits."""
-    selection = "last"
+    selection, discs = "last", discs or {}
     if args.select_on_target_val and best["state"] is not None:
         net.load_state_dict(best["state"])
         selection = f"best on {args.tgt} val (iteration {best['iteration']}; target labels used)"
@@ -356,7 +413,8 @@ def finish(net, spec, nc, args, amp, best, logger):
                                model_specs={"model": spec},
                                extra={"inference_model": "model", "selection": selection})
     metrics = {"selection": selection, "setup": args.setup, "iteration": args.iters,
-               **{dom: score(net, loader, nc, args, amp) for dom, loader in val.items()}}
+               **{dom: score(net, loader, nc, args, amp) for dom, loader in val.items()},
+               "diagnostics": diagnose(net, discs, args, amp)}
     logger.write({"iter": args.iters, **metrics})
     if engine.is_main():
         engine.write_json(metrics, os.path.join(args.output_dir, "metrics.json"))
@@ -366,6 +424,15 @@ def finish(net, spec, nc, args, amp, best, logger):
             print(f"{dom} ({args.src if dom == 'source' else args.tgt} val): mIoU={m['mIoU']:.2f} "
                   f"acc={m['acc']:.2f}" + (f" mIoU13={m['mIoU13']:.2f}" if m.get("mIoU13") is not None else ""))
             print("  " + per_class_line(m["per_class"], names))
+        diag = metrics["diagnostics"]
+        if "depth_source" in diag:
+            z = diag["depth_source"]
+            print(f"diagnostic: Z on source val abs rel {z['abs_rel']:.3f} (mean {z['z_mean']:.2f}, "
+                  f"target {z['target_mean']:.2f})")
+        for k in discs:
+            d = diag[f"d_{k}"]
+            print(f"diagnostic: D_{k} accuracy {d['acc']:.1f}% (source {d['src']['acc']:.1f}, target "
+                  f"{d['tgt']['acc']:.1f}; 50 = chance), BCE {d['src']['bce']:.3f} / {d['tgt']['bce']:.3f} (0.693)")
     engine.cleanup_distributed()
     return metrics
 

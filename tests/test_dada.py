@@ -1,6 +1,7 @@
 """train_dada.py on tiny procedural data: every setup of Table 3 end to end, what each
 discriminator sees, the official update order (generator steps leave D alone and D steps leave
 the network alone), no target label in any supervised loss, the depth target."""
+import math
 import json
 
 import pytest
@@ -378,3 +379,30 @@ def test_domain_labels_and_the_texts_that_describe_them(tmp_path, monkeypatch):
     assert all("DADA's vehicle is labelIds" not in t for t in text.values())
     assert all(re.search(r"7-class (map|table)? ?is ours|table is ours", t) for t in text.values())
     assert "2048 -> 512 -> 128 -> 32" in text["docs/reference.md"] and "2048 -> 512 -> 512 -> 128" in text["docs/reference.md"]
+
+
+def test_diagnostics_show_z_fit_and_each_discriminator_against_chance(tmp_path):
+    """metrics.json "diagnostics": Z's fit on source val (as tools/dada_depth_fit.py measures
+    it, on the same 4 images) and each discriminator's patch accuracy and BCE per domain.
+    discriminator_counts by hand: logits (-1, 2, 0, 3) against target (1): 2 of 4 on the right
+    side of 0, BCE sum = sum log(1 + e^-x)."""
+    right, n, bce = train_dada.discriminator_counts(torch.tensor([-1.0, 2.0, 0.0, 3.0]), 1)
+    assert (right, n) == (2.0, 4) and bce == pytest.approx(sum(math.log1p(math.exp(-x)) for x in (-1, 2, 0, 3)))
+    assert train_dada.discriminator_counts(torch.tensor([-1.0, 2.0, 0.0, 3.0]), 0)[0] == 2.0   # 0 counts as source
+    metrics = run(tmp_path / "s7", "--setup", "s7", iters=1)
+    diag = metrics["diagnostics"]
+    assert set(diag) == {"depth_source", "d_fused"}
+    d = diag["d_fused"]
+    assert 0 <= d["src"]["acc"] <= 100 and d["acc"] == pytest.approx((d["src"]["acc"] + d["tgt"]["acc"]) / 2)
+    assert d["chance_acc"] == 50.0 and d["src"]["bce"] > 0
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    import dada_depth_fit
+    from lib.data import build_dataset
+    net, saved = dada_depth_fit.load(str(tmp_path / "s7" / "model.pth"))
+    data = build_dataset("proc-a", "val", saved["size"], None, length=8, labels=["semantic", "depth"])
+    got = dada_depth_fit.fit(net, torch.utils.data.Subset(data, range(4)), 1, with_depth=True)
+    assert diag["depth_source"]["target_mean"] == pytest.approx(got["z_target_mean"], rel=1e-5)
+    assert diag["depth_source"]["abs_rel"] == pytest.approx(got["z_abs_rel"], rel=1e-4)
+    assert run(tmp_path / "s1", "--setup", "s1", iters=1)["diagnostics"] == {}     # no Z, no D
