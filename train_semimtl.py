@@ -524,10 +524,54 @@ def main(args):
     if engine.stop_iteration(args) < args.iters:
         engine.cleanup_distributed()
         return None  # --stop-at: continue with --resume auto
-    return finish(net, spec, plan, tasks, nc, args, amp, logger, stl_scores)
+    return finish(net, spec, plan, tasks, nc, args, amp, logger, stl_scores, discs)
 
 
-def finish(net, spec, plan, tasks, nc, args, amp, logger, stl_scores):
+DIAG_BATCHES = 10      # ours: the diagnostic reads at most 10 val batches per dataset (not a score)
+
+
+def diagnose(net, discs, val, plan, tasks, nc, args, amp):
+    """The mechanism at work (ours, the benchmark's diagnostic), on val batches: each
+    discriminator's pixel accuracy at naming the class of what it sees (eq. 2: 0 = ground truth
+    of a labelled dataset, its class for a prediction of dataset k), per dataset and labelled /
+    unlabelled; and on one batch per dataset, the norm of the gradient that the adversarial
+    terms (L_intra, L_inter) and the supervised ones send to the network, and their ratio."""
+    net.eval()
+    for d in discs.values():
+        d.eval()
+    out, grads, raw = {}, {"adv": 0.0, "sup": 0.0}, RawOutputs(net)
+    params = [p for p in net.parameters() if p.requires_grad]
+    for k, s in enumerate(plan, 1):
+        loader = val.get(s.name, (None,))[0]
+        for b, batch in enumerate(loader or []):
+            if b == (args.eval_batches or DIAG_BATCHES):
+                break
+            batch = engine.to_device(batch, args.device)
+            terms, maps = generator_step(raw, discs, batch, k, plan, tasks, nc, amp, args)
+            for d in discs.values():
+                d.eval()                # no spectral-norm power step while diagnosing
+            with torch.no_grad():
+                seen = set()
+                for t, z, c in maps:   # generator_step lists a task's ground truth before its prediction
+                    gt = args.method in ("semisd", "semimtl") and t in s.tasks and t not in seen
+                    seen.add(t)
+                    key = f"d_{t[:3]}/{k}:{s.name}/{'labelled' if t in s.tasks else 'unlabelled'}/{'gt' if gt else 'pred'}"
+                    right = (discs[t](z).float().argmax(1) == c).float()
+                    acc = out.setdefault(key, [0.0, 0])
+                    acc[0], acc[1] = acc[0] + float(right.sum()), acc[1] + right.numel()
+            if b == 0 and terms and params:
+                for part in ("adv", "sup"):
+                    loss = sum(v for n, v in terms.items() if (n.split("_")[0] in ("intra", "inter")) == (part == "adv"))
+                    if torch.is_tensor(loss) and loss.requires_grad:
+                        g = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
+                        grads[part] += sum(float(x.float().square().sum()) for x in g if x is not None)
+    acc = {k: 100 * v[0] / max(v[1], 1) for k, v in sorted(out.items())}
+    norms = {k: v ** 0.5 for k, v in grads.items()}
+    net.train()
+    return {"d_accuracy": acc, "grad_norm": {**norms, "adv_over_sup": norms["adv"] / norms["sup"] if norms["sup"] else None}}
+
+
+def finish(net, spec, plan, tasks, nc, args, amp, logger, stl_scores, discs=None):
     """Save the last model, score every task on every dataset's val split, delta-M vs --stl-run."""
     val = val_sets(args, plan, tasks)   # before the save: model.pth records how they score
     if engine.is_main():
@@ -540,6 +584,8 @@ def finish(net, spec, plan, tasks, nc, args, amp, logger, stl_scores):
                "selection": "last", "iteration": args.iters, "depth_scoring": depth_scoring(args),
                "datasets": [{"name": s.name, "split": s.split, "tasks": list(s.tasks)} for s in plan],
                "scores": scores}
+    if discs:
+        metrics["diagnostics"] = diagnose(net, discs, val, plan, tasks, nc, args, amp)
     if stl_scores is not None:
         metrics["delta_m"] = stl_delta_m(scores, stl_scores)
         metrics["stl_run"] = args.stl_run
@@ -550,6 +596,12 @@ def finish(net, spec, plan, tasks, nc, args, amp, logger, stl_scores):
             parts = [f"{k}={m[k]:.3f}" for k in ("mIoU", "acc", "abs_rel", "rmse", "a1") if k in m]
             dm = metrics.get("delta_m", {}).get(name)
             print(f"{name} val: " + " ".join(parts) + ("" if dm is None else f" delta-M={dm:+.2f}%"))
+        if "diagnostics" in metrics:
+            diag = metrics["diagnostics"]
+            print("diagnostic: D accuracy (%) " + ", ".join(f"{k} {v:.1f}" for k, v in diag["d_accuracy"].items()))
+            g = diag["grad_norm"]
+            print(f"diagnostic: gradient norm adversarial {g['adv']:.3g}, supervised {g['sup']:.3g}"
+                  + ("" if g["adv_over_sup"] is None else f" (ratio {g['adv_over_sup']:.3g})"))
     engine.cleanup_distributed()
     return metrics
 

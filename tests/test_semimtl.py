@@ -504,3 +504,20 @@ def test_augmentation_padding_is_no_depth_target():
     assert corners[0, 0] and corners[-1, -1] and not corners[16, 16] and "valid" not in sample
     assert mask is not None and torch.equal(mask, ~corners)
     assert ((sample["depth"] == 0) & mask).any()       # sky is still a target
+
+
+def test_diagnostics_name_each_discriminators_accuracy_and_the_gradient_share(tmp_path):
+    """metrics.json "diagnostics" (SemiMTL, A labelled for semantics, B for depth): each
+    discriminator's accuracy on ground truth and predictions of labelled and unlabelled
+    datasets, in [0, 100]; the adversarial and supervised gradient norms with their ratio. With
+    lambda_intra = lambda_inter = 0 there is no adversarial gradient: norm 0, ratio 0."""
+    diag = run(tmp_path / "m2", "--method", "semimtl", "--mode", "m2")["diagnostics"]
+    acc = diag["d_accuracy"]
+    assert set(acc) == {"d_sem/1:proc-a/labelled/gt", "d_sem/1:proc-a/labelled/pred", "d_sem/2:proc-b/unlabelled/pred",
+                        "d_dep/1:proc-a/unlabelled/pred", "d_dep/2:proc-b/labelled/gt", "d_dep/2:proc-b/labelled/pred"}
+    assert all(0 <= v <= 100 for v in acc.values())
+    g = diag["grad_norm"]
+    assert g["adv"] > 0 and g["sup"] > 0 and g["adv_over_sup"] == pytest.approx(g["adv"] / g["sup"])
+    off = run(tmp_path / "off", "--method", "semimtl", "--lambda-intra", "0", "--lambda-inter", "0")["diagnostics"]
+    assert off["grad_norm"]["adv"] == 0 and off["grad_norm"]["adv_over_sup"] == 0
+    assert "diagnostics" not in run(tmp_path / "jtl", "--method", "jtl")          # no discriminator
