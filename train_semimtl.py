@@ -555,20 +555,23 @@ def diagnose(net, discs, val, plan, tasks, nc, args, amp):
                 for t, z, c in maps:   # generator_step lists a task's ground truth before its prediction
                     gt = args.method in ("semisd", "semimtl") and t in s.tasks and t not in seen
                     seen.add(t)
-                    key = f"d_{t[:3]}/{k}:{s.name}/{'labelled' if t in s.tasks else 'unlabelled'}/{'gt' if gt else 'pred'}"
+                    side = "labelled" if t in s.tasks else "unlabelled"
+                    key = f"d_{t[:3]}/{k}:{s.name}/{side}/{'gt' if gt else 'pred'}"
                     right = (discs[t](z).float().argmax(1) == c).float()
                     acc = out.setdefault(key, [0.0, 0])
                     acc[0], acc[1] = acc[0] + float(right.sum()), acc[1] + right.numel()
             if b == 0 and terms and params:
                 for part in ("adv", "sup"):
-                    loss = sum(v for n, v in terms.items() if (n.split("_")[0] in ("intra", "inter")) == (part == "adv"))
+                    adv = part == "adv"
+                    loss = sum(v for n, v in terms.items() if (n.split("_")[0] in ("intra", "inter")) == adv)
                     if torch.is_tensor(loss) and loss.requires_grad:
                         g = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
                         grads[part] += sum(float(x.float().square().sum()) for x in g if x is not None)
     acc = {k: 100 * v[0] / max(v[1], 1) for k, v in sorted(out.items())}
     norms = {k: v ** 0.5 for k, v in grads.items()}
     net.train()
-    return {"d_accuracy": acc, "grad_norm": {**norms, "adv_over_sup": norms["adv"] / norms["sup"] if norms["sup"] else None}}
+    ratio = norms["adv"] / norms["sup"] if norms["sup"] else None
+    return {"d_accuracy": acc, "grad_norm": {**norms, "adv_over_sup": ratio}}
 
 
 def finish(net, spec, plan, tasks, nc, args, amp, logger, stl_scores, discs=None):
