@@ -379,6 +379,43 @@ def evaluate_stage1(net, val, args, amp, nc):
             for k, doms in val.items()}
 
 
+DIAG_BATCHES = 10      # ours: the diagnostic reads at most 10 val pairs (not a score)
+
+
+def diagnose(net, critics, args, amp, labels_a, labels_b):
+    """The mechanism at work (ours, the benchmark's diagnostic): eq. 4's terms on val pairs (A,
+    B) in eval mode, each term's share of their sum, and on the first pair the norm of the
+    gradient the NDA term sends to E1 against the whole loss's. Reads B's T1 labels only."""
+    m = engine.unwrap(net).eval()
+
+    def loader(name, role, labels):
+        data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length, labels=labels,
+                             role=f"--{role}", **data_options(args, role))
+        return engine.eval_loader(data, args.batch_size, args, args.eval_batches or DIAG_BATCHES)
+    e1 = [p for p in m.n1.backbone.parameters() if p.requires_grad]
+    sums, grad = {"pairs": 0.0}, {}
+    for i, (a, b) in enumerate(zip(loader(args.src, "src", labels_a), loader(args.tgt, "tgt", labels_b))):
+        a, b = engine.to_device(a, args.device), engine.to_device(b, args.device)
+        with amp.autocast():
+            terms = stage1_losses(m(a["image"], b["image"], "both"), a, b, args, critics)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        sums["pairs"] += 1
+        if i == 0 and "nda" in terms:
+            def norm(loss):
+                gs = torch.autograd.grad(loss, e1, retain_graph=True, allow_unused=True)
+                return sum(float(g.float().square().sum()) for g in gs if g is not None) ** 0.5
+            grad = {"nda": norm(terms["nda"]), "total": norm(sum(terms.values()))}
+    sums = engine.all_reduce_mean(sums)
+    means = {k: v / max(sums["pairs"], 1) for k, v in sums.items() if k != "pairs"}
+    total = sum(means.values())
+    out = {"terms": means, "shares": {k: v / total if total else None for k, v in means.items()}}
+    if grad:
+        out["nda_grad_e1"] = {**grad, "ratio": grad["nda"] / grad["total"] if grad["total"] else None}
+    m.train()
+    return out
+
+
 def depth_convention(args, data_a):
     """The focal length N2's output refers to (stored with it; N1's: build): --focal-ref, or
     A's own focal with --focal-at-eval (official: f_B / f_A at evaluation), else metres."""
@@ -453,14 +490,22 @@ def main(args):
     if stop < total:
         engine.cleanup_distributed()
         return None  # --stop-at: continue with --resume auto
-    metrics = {"selection": "last", "iteration": total, **evaluate_stage1(net, val, args, amp, nc)}
+    metrics = {"selection": "last", "iteration": total, **evaluate_stage1(net, val, args, amp, nc),
+               "diagnostics": diagnose(net, critics, args, amp, labels_a, labels_b)}
     logger.write({"iter": total, **metrics})
     if engine.is_main():
         engine.write_json(metrics, os.path.join(args.output_dir, "metrics.json"))
         for net_name, doms in metrics.items():
+            if net_name == "diagnostics":
+                continue
             for dom, m in doms.items() if isinstance(doms, dict) else ():
                 print(f"{net_name} on {dom}: " + " ".join(f"{k}={v:.3f}" for k, v in m.items()
                                                           if isinstance(v, float)))
+        diag = metrics["diagnostics"]
+        print("diagnostic: eq. 4's shares on val " + " ".join(f"{k}={v:.3f}" for k, v in diag["shares"].items()
+                                                             if v is not None)
+              + (f"; NDA's gradient on E1 / the whole loss's: {diag['nda_grad_e1']['ratio']:.3g}"
+                 if diag.get("nda_grad_e1", {}).get("ratio") is not None else ""))
     engine.cleanup_distributed()
     return metrics
 

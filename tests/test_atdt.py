@@ -713,3 +713,30 @@ def test_atdt_sh_table1_has_its_rows_whatever_table_ran_first(tmp_path):
     calls = (tmp_path / "runs" / "calls.txt").read_text().split("\n")
     assert "depsem_base_seed0 train_tasks.py" in calls and "oracles_depsem_G_seed0 train_transfer.py" in calls
     assert sum(c.startswith("depsem_full_G_seed0") for c in calls) == 1   # trained once, reused
+
+
+def test_diagnostics_nda_share_and_gs_fit(tmp_path):
+    """Stage 1's metrics.json "diagnostics": eq. 4's terms on val pairs, their shares summing to
+    1, NDA's gradient on E1 against the whole loss's (0 at lambda_NDA 0); stage 2's: G's feature
+    MSE to E2 on A and B val, recomputed here on the same images."""
+    m = stage1(tmp_path / "s1", "--aux", "edge", "--e1-align", "nda", iters=1)["diagnostics"]
+    assert {"t1_a", "t1_b", "aux1_a", "nda", "t2_a"} <= set(m["terms"])
+    assert sum(m["shares"].values()) == pytest.approx(1.0) and 0 < m["nda_grad_e1"]["ratio"]
+    off = stage1(tmp_path / "off", "--aux", "none", "--e1-align", "nda", "--lambda-nda", "0", iters=1)["diagnostics"]
+    assert off["terms"]["nda"] == 0 and off["nda_grad_e1"]["ratio"] == 0
+    fit = stage2(tmp_path / "s1", tmp_path / "s2", iters=1)["diagnostics"]["g_fit"]
+    atdt = torch.load(tmp_path / "s2" / "model.pth", weights_only=True)
+    assert fit["feature_mse_a"] > 0 and fit["relative_mse_b"] > 0 and atdt["models"]["atdt"]
+    args = train_transfer.get_args_parser().parse_args(["--stage1", str(tmp_path / "s1")])
+    ckpt = train_transfer.load_stage1(args)
+    apply_preset(args, train_transfer.PRESETS, [args.src, args.tgt])
+    n1, _ = train_transfer.frozen(ckpt, "n1", "cpu")
+    n2, _ = train_transfer.frozen(ckpt, "n2", "cpu")
+    net, _ = train_transfer.build_atdt(ckpt, n1, n2, args)
+    net.load_state_dict(atdt["models"]["atdt"])
+    net.eval()
+    data = build_dataset("proc-a", "val", (32, 64), None, length=8, labels=[])
+    x = torch.stack([data[i]["image"] for i in range(4)])     # --eval-batches 1 of max(batch, 4)
+    with torch.no_grad():
+        t, f2 = net.transfer(net.encoder(x)["layer4"]), n2.forward_features(x)
+    assert fit["feature_mse_a"] == pytest.approx(float((t - f2).square().mean()), rel=1e-4)
