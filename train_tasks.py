@@ -399,7 +399,7 @@ def diagnose(net, critics, args, amp, labels_a, labels_b):
         with amp.autocast():
             terms = stage1_losses(m(a["image"], b["image"], "both"), a, b, args, critics)
         for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
         sums["pairs"] += 1
         if i == 0 and "nda" in terms:
             def norm(loss):
