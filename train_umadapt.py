@@ -28,10 +28,11 @@ from lib.data import build_dataset, get_entry, require_labels, resolve_classes
 from lib.models import RawOutputs, build_model
 from lib.models.umadapt import (TASK_ORDER, ContourDecoder, FeatureReconstructor, JointDiscriminator,
                                 batch_stats_res5, target_forward, target_model, trunk)
-from lib.umadapt import (adam, base_net, detached, energy, energy_floor, finish_stage, finished, freeze, labels_at,
-                         load_models, margin_d_loss, named, net_spec, options, parse_pairs, predicted_maps, score_contour,
-                         s_labels, score_model, score_transfer, scored_tasks, source_class_weights, stage_args,
-                         task_loss, transfer_nets, true_maps, update)
+from lib.umadapt import (adam, base_net, detached, energy, energy_floor, finish_stage, finished, freeze,
+                         labels_at, load_models, margin_d_loss, named, net_spec, options, parse_pairs,
+                         predicted_maps, score_contour, s_labels, score_energies, score_model,
+                         score_transfer, scored_tasks, source_class_weights, stage_args, task_loss,
+                         transfer_nets, true_maps, update)
 
 SCRIPT = "train_umadapt.py"
 STAGES = ("transfer", "base", "ccr", "adapt")
@@ -361,9 +362,13 @@ def setup_adapt(args, amp):
         return terms
 
     kept = [k for k in aux if k != "fcf" or "fcf" in optims]      # C_contour is kept to show it frozen
-    def evaluate():   # with the diagnostic of N(->t): each on source val ground truth, after adaptation
+    def evaluate():   # with the diagnostics of N(->t): on source val ground truth, and the energies
         out = score_model(net, args, amp, source=False)
-        return {**out, "transfer_source": score_transfer(nets, args, amp)} if energies else out
+        if not energies:
+            return out
+        used = {t: nets[t] for t in energies}
+        return {**out, "transfer_source": score_transfer(nets, args, amp),
+                "energies": score_energies(net, used, args, amp)}
     return dict(models={"model": net, **named(nets), **{k: aux[k] for k in kept}}, optimizers=optims,
                 step=step, spec=net_spec(args), evaluate=evaluate)
 

@@ -376,6 +376,50 @@ def score_transfer(nets, args, amp):
     return scorer.compute()
 
 
+DIAG_BATCHES = 10      # ours: the energies' diagnostic reads at most 10 val batches per dataset
+
+
+@torch.no_grad()
+def score_energies(net, nets, args, amp):
+    """Algorithm 2's energies after a stage (ours, the benchmark's diagnostic), Mt and every
+    N(->t) in eval mode: on source val the ground-truth tuples' (E_src, class-weighted as in
+    L_D), on each target's val the predicted tuples' (E_tgt) and their floor (energy_floor),
+    mean over batches; no target label is read."""
+    net.eval()
+    for n in nets.values():
+        n.eval()
+    sums = {}
+
+    def add(key, value):
+        sums[key] = sums.get(key, 0.0) + float(value)
+    for key, name, role in [("source", args.src, "src")] + [(n, n, "tgt") for n in args.targets]:
+        labels = list(args.tasks) if role == "src" else []
+        data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length, labels=labels,
+                             role=f"--{role}", **options(args, name, role))
+        for batch in engine.eval_loader(data, max(args.batch_size, 4), args, args.eval_batches or DIAG_BATCHES):
+            batch = engine.to_device(batch, args.device)
+            with amp.autocast():
+                if role == "src":
+                    y = labels_at(batch, args.tasks)
+                    maps = true_maps(y, args.num_classes)
+                    for t in nets:
+                        add(f"{key}/e_{t}", energy(nets, t, maps, y[t], getattr(args, "cw", None)))
+                else:
+                    preds = {k: v.float() for k, v in net.decode(net.features(batch["image"])).items()}
+                    maps = predicted_maps(preds)
+                    for t in nets:
+                        add(f"{key}/e_{t}", energy(nets, t, maps, preds[t]))
+                        add(f"{key}/floor_{t}", energy_floor(t, preds[t]))
+            add(f"{key}/batches", 1)
+    sums = engine.all_reduce_mean(sums)
+    out = {}
+    for k, v in sums.items():
+        split, term = k.split("/")
+        if term != "batches":
+            out.setdefault(split, {})[term] = v / sums[f"{split}/batches"]
+    return out
+
+
 @torch.no_grad()
 def score_contour(enc, contour, args):
     """L_CCR (MSE) of the frozen Ms + C_contour on source and target val contour maps."""
@@ -411,5 +455,6 @@ def s_labels(args):
     """The --target-labels preset: S_LABELS of each --tgt within --tasks (a subset reads its own).
     A target of S_LABELS left with none ('cityscapes=' under --tasks depth) gets an empty set, so
     S refuses it rather than reading labels the supplementary says it has not (Cityscapes depth)."""
-    kept = {n: [t for t in S_LABELS[n].split(",") if t in args.tasks] for n in str(args.tgt).split(",") if n in S_LABELS}
+    names = [n for n in str(args.tgt).split(",") if n in S_LABELS]
+    kept = {n: [t for t in S_LABELS[n].split(",") if t in args.tasks] for n in names}
     return [f"{n}={','.join(ts)}" for n, ts in kept.items()]

@@ -547,6 +547,10 @@ def test_stages_feed_pseudo_softmax_masks_and_critic_the_way_the_supplementary_s
     import json
     diag = json.loads((tmp_path / "adapt-adv" / "metrics.json").read_text())["transfer_source"]
     assert "mIoU" in diag and "abs_rel" in diag and "mean" not in diag      # N(->semantic), N(->depth)
+    energies = json.loads((tmp_path / "adapt-adv" / "metrics.json").read_text())["energies"]
+    assert set(energies) == {"source", "proc-b"} and set(energies["source"]) == {"e_semantic", "e_depth"}
+    tgt = energies["proc-b"]
+    assert tgt["e_semantic"] >= tgt["floor_semantic"] > 0 and tgt["floor_depth"] == 0   # soft CE = H + KL >= H
     orig_fwd = JointDiscriminator.forward
     monkeypatch.setattr(JointDiscriminator, "forward", lambda self, z, *m: (calls["d_in"].append(z.detach().clone()),
                                                                            orig_fwd(self, z, *m))[1])
