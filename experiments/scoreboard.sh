@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Every procedural run the scoreboard reads (tools/scoreboard.py), then the scoreboard: the
+# five methods' procedural scripts in turn, each at its cpu preset with seeds 0-2 (SEEDS), each
+# skipping finished runs and resuming stopped ones, then the table. Runs go to runs/<method>_proc.
+#
+#   bash experiments/scoreboard.sh            # everything, then the scoreboard
+#   bash experiments/scoreboard.sh table      # the scoreboard from finished runs only
+#   SEEDS="0" bash experiments/scoreboard.sh  # one seed of everything
+#
+# Cost on the repository's 2-core CPU machine, the sum of the procedural scripts' figures in
+# the README (each measured alone, one thread per lane): AT/DT about 160 minutes (54 runs in 95
+# plus the 12 oracle runs in 65), DADA about 50 (15 runs), SemiMTL about 38, UM-Adapt about 59,
+# HeadFreeze about 54: about 6 hours in all, one script after the other.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" != table ]; then
+  for method in atdt dada semimtl umadapt headfreeze; do
+    bash "experiments/${method}_procedural.sh"
+  done
+fi
+python tools/scoreboard.py --runs runs
