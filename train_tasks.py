@@ -394,7 +394,11 @@ def diagnose(net, critics, args, amp, labels_a, labels_b):
         return engine.eval_loader(data, args.batch_size, args, args.eval_batches or DIAG_BATCHES)
     e1 = [p for p in m.n1.backbone.parameters() if p.requires_grad]
     sums, grad = {"pairs": 0.0}, {}
-    for i, (a, b) in enumerate(zip(loader(args.src, "src", labels_a), loader(args.tgt, "tgt", labels_b))):
+    pairs = zip(loader(args.src, "src", labels_a), loader(args.tgt, "tgt", labels_b))
+    if args.src == args.tgt:   # the Transfer Oracle: pair each A batch with the next B batch, not itself
+        pairs = list(pairs)
+        pairs = [(a, b) for (a, _), (_, b) in zip(pairs, pairs[1:])]
+    for i, (a, b) in enumerate(pairs):
         a, b = engine.to_device(a, args.device), engine.to_device(b, args.device)
         with amp.autocast():
             terms = stage1_losses(m(a["image"], b["image"], "both"), a, b, args, critics)
