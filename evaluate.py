@@ -303,7 +303,8 @@ class ImageFiles(torch.utils.data.Dataset):
     """Photos without labels (--images): a folder, searched recursively, or one file; each
     resized to the model's input size, its own size kept to resize predictions back."""
 
-    def __init__(self, path, size):
+    def __init__(self, path, size, image_resample="bilinear"):
+        self.image_resample = image_resample
         if os.path.isfile(path):
             files = [(path, os.path.splitext(os.path.basename(path))[0])]
         elif os.path.isdir(path):
@@ -333,7 +334,7 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, index):
         path, name = self.files[index]
         rgb = torch.from_numpy(read_rgb(path).copy()).permute(2, 0, 1).float() / 255.0
-        image = T.resize_sample({"image": rgb}, self.size)["image"]
+        image = T.resize_sample({"image": rgb}, self.size, self.image_resample)["image"]
         return {"image": T.normalize(image), "name": name,
                 "image_size": torch.tensor(rgb.shape[-2:])}
 
@@ -613,7 +614,8 @@ def main(args):
     name = "images" if args.images else args.dataset or run.get("tgt") or "proc-b"
     inherit_run_settings(args, run, name)
     size = args.size or run.get("size") or [128, 256]
-    images = ImageFiles(args.images, args.resize or size) if args.images else None
+    images = (ImageFiles(args.images, args.resize or size, getattr(args, "image_resample", None) or "bilinear")
+              if args.images else None)
     nc, outputs = None, None
     if model is not None:   # what it predicts, asked on one real image of the split
         probe = images or build_split(name, [], size, args)

@@ -357,19 +357,22 @@ def diagnose(net, discs, args, amp):
     """The mechanism at work (ours, the benchmark's diagnostic): Z's fit on source val (abs
     rel against the inverse-depth target of eq. 2's berHu, and the two means), and each
     discriminator's patch accuracy and BCE on source (0) and target (1) val maps: 50% and
-    ln 2 = 0.693 are chance. At the training resolution, at most DIAG_BATCHES batches each."""
+    ln 2 = 0.693 are chance. At the training size (each domain's --*-resize, else --size), at most
+    DIAG_BATCHES batches each, on rank 0 alone (the other ranks return {})."""
+    if not engine.is_main():
+        return {}
     net.eval()
     model, sums = RawOutputs(net), {}
 
     def add(key, value):
         sums[key] = sums.get(key, 0.0) + value
     for role, name, label in (("src", args.src, 0), ("tgt", args.tgt, 1)):
-        opts = {**data_options(args, role), "resize": (args.src_resize if role == "src" else args.tgt_resize)
-                or args.resize, "image_resample": args.image_resample}
+        resize = (args.src_resize if role == "src" else args.tgt_resize) or args.resize or args.size
+        opts = {**data_options(args, role), "resize": resize, "image_resample": args.image_resample}
         labels = ["depth"] if role == "src" and args.depth_block else []
-        data = build_dataset(name, "val", opts["resize"] or args.size, args.data_root, length=args.proc_length,
+        data = build_dataset(name, "val", resize, args.data_root, length=args.proc_length,
                              labels=labels, role=f"--{role}", **opts)
-        for batch in engine.eval_loader(data, max(args.batch_size, 4), args, args.eval_batches or DIAG_BATCHES):
+        for batch in engine.first_batches(data, max(args.batch_size, 4), args, args.eval_batches or DIAG_BATCHES):
             batch = engine.to_device(batch, args.device)
             with amp.autocast():
                 logits, z = forward(model, batch["image"])
@@ -385,7 +388,6 @@ def diagnose(net, discs, args, amp):
                 add(f"{k}_{role}_right", right)
                 add(f"{k}_{role}_bce", bce)
                 add(f"{k}_{role}_n", n)
-    sums = engine.all_reduce_mean(sums)   # ratios of means over ranks are ratios of sums
     out = {}
     if sums.get("z_n"):
         out["depth_source"] = {"abs_rel": sums["z_err"] / sums["z_n"], "z_mean": sums["z_sum"] / sums["z_n"],

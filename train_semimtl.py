@@ -535,7 +535,11 @@ def diagnose(net, discs, val, plan, tasks, nc, args, amp):
     discriminator's pixel accuracy at naming the class of what it sees (eq. 2: 0 = ground truth
     of a labelled dataset, its class for a prediction of dataset k), per dataset and labelled /
     unlabelled; and on one batch per dataset, the norm of the gradient that the adversarial
-    terms (L_intra, L_inter) and the supervised ones send to the network, and their ratio."""
+    terms (L_intra, L_inter) and the supervised ones send to the network (the norm over the
+    datasets' first batches together), and their ratio. On rank 0 alone (the others return None);
+    a dataset without val labels (no val split here) gets no entry."""
+    if not engine.is_main():
+        return None
     net.eval()
     for d in discs.values():
         d.eval()
@@ -543,11 +547,12 @@ def diagnose(net, discs, val, plan, tasks, nc, args, amp):
     params = [p for p in net.parameters() if p.requires_grad]
     for k, s in enumerate(plan, 1):
         loader = val.get(s.name, (None,))[0]
-        for b, batch in enumerate(loader or []):
-            if b == (args.eval_batches or DIAG_BATCHES):
-                break
+        batches = [] if loader is None else engine.first_batches(loader.dataset, loader.batch_size, args,
+                                                                 args.eval_batches or DIAG_BATCHES)
+        for b, batch in enumerate(batches):
             batch = engine.to_device(batch, args.device)
-            terms, maps = generator_step(raw, discs, batch, k, plan, tasks, nc, amp, args)
+            with torch.set_grad_enabled(b == 0):    # a graph for the first batch's gradients only
+                terms, maps = generator_step(raw, discs, batch, k, plan, tasks, nc, amp, args)
             for d in discs.values():
                 d.eval()                # no spectral-norm power step while diagnosing
             with torch.no_grad():
@@ -587,7 +592,7 @@ def finish(net, spec, plan, tasks, nc, args, amp, logger, stl_scores, discs=None
                "selection": "last", "iteration": args.iters, "depth_scoring": depth_scoring(args),
                "datasets": [{"name": s.name, "split": s.split, "tasks": list(s.tasks)} for s in plan],
                "scores": scores}
-    if discs:
+    if discs and engine.is_main():
         metrics["diagnostics"] = diagnose(net, discs, val, plan, tasks, nc, args, amp)
     if stl_scores is not None:
         metrics["delta_m"] = stl_delta_m(scores, stl_scores)

@@ -385,13 +385,16 @@ DIAG_BATCHES = 10      # ours: the diagnostic reads at most 10 val pairs (not a 
 def diagnose(net, critics, args, amp, labels_a, labels_b):
     """The mechanism at work (ours, the benchmark's diagnostic): eq. 4's terms on val pairs (A,
     B) in eval mode, each term's share of their sum, and on the first pair the norm of the
-    gradient the NDA term sends to E1 against the whole loss's. Reads B's T1 labels only."""
+    gradient the NDA term sends to E1 against the whole loss's. Reads B's T1 labels only. At
+    --size (labels resized with the images), on rank 0 alone (the other ranks return {})."""
+    if not engine.is_main():
+        return {}
     m = engine.unwrap(net).eval()
 
     def loader(name, role, labels):
         data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length, labels=labels,
-                             role=f"--{role}", **data_options(args, role))
-        return engine.eval_loader(data, args.batch_size, args, args.eval_batches or DIAG_BATCHES)
+                             role=f"--{role}", **{**data_options(args, role), "resize": tuple(args.size)})
+        return engine.first_batches(data, args.batch_size, args, args.eval_batches or DIAG_BATCHES)
     e1 = [p for p in m.n1.backbone.parameters() if p.requires_grad]
     sums, grad = {"pairs": 0.0}, {}
     pairs = zip(loader(args.src, "src", labels_a), loader(args.tgt, "tgt", labels_b))
@@ -400,7 +403,7 @@ def diagnose(net, critics, args, amp, labels_a, labels_b):
         pairs = [(a, b) for (a, _), (_, b) in zip(pairs, pairs[1:])]
     for i, (a, b) in enumerate(pairs):
         a, b = engine.to_device(a, args.device), engine.to_device(b, args.device)
-        with amp.autocast():
+        with torch.set_grad_enabled(i == 0), amp.autocast():    # a graph for the first pair's gradients only
             terms = stage1_losses(m(a["image"], b["image"], "both"), a, b, args, critics)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach())
@@ -410,7 +413,6 @@ def diagnose(net, critics, args, amp, labels_a, labels_b):
                 gs = torch.autograd.grad(loss, e1, retain_graph=True, allow_unused=True)
                 return sum(float(g.float().square().sum()) for g in gs if g is not None) ** 0.5
             grad = {"nda": norm(terms["nda"]), "total": norm(sum(terms.values()))}
-    sums = engine.all_reduce_mean(sums)
     means = {k: v / max(sums["pairs"], 1) for k, v in sums.items() if k != "pairs"}
     total = sum(means.values())
     out = {"terms": means, "shares": {k: v / total if total else None for k, v in means.items()}}

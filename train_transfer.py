@@ -373,7 +373,8 @@ def main(args):
         engine.write_json(metrics, os.path.join(args.output_dir, "metrics.json"))
         fit = metrics["diagnostics"]["g_fit"]
         print("diagnostic: G's fit (MSE to E2's features, relative) " + ", ".join(
-            f"on {d} val {fit[f'feature_mse_{k}']:.4g} ({fit[f'relative_mse_{k}'] or 0:.3g})" for k, d in (("a", "A"), ("b", "B"))))
+            f"on {d} val {fit[f'feature_mse_{k}']:.4g} ({fit[f'relative_mse_{k}'] or 0:.3g})"
+            for k, d in (("a", "A"), ("b", "B"))))
         if rows:
             print_table(rows, args)
         else:
@@ -390,13 +391,16 @@ DIAG_BATCHES = 10      # ours: the diagnostic reads at most 10 val batches per d
 def g_fit(atdt, n2, args, amp):
     """The mechanism at work (ours, the benchmark's diagnostic): eq. 1's fit, the MSE between
     G(E1(x)) and E2(x), and that MSE over E2's mean squared feature, on A's val images (what G
-    learns from) and on B's (E2 never sees B in training; no label is read)."""
+    learns from) and on B's (E2 never sees B in training; no label is read). At --size, on rank 0
+    alone (the other ranks return {})."""
+    if not engine.is_main():
+        return {}
     out = {}
     for key, name, role in (("a", args.src, "src"), ("b", args.tgt, "tgt")):
         data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length, labels=[],
-                             role=f"--{role}", **data_options(args, role))
+                             role=f"--{role}", **{**data_options(args, role), "resize": tuple(args.size)})
         sums = {"se": 0.0, "sq": 0.0, "n": 0.0}
-        for batch in engine.eval_loader(data, max(args.batch_size, 4), args, args.eval_batches or DIAG_BATCHES):
+        for batch in engine.first_batches(data, max(args.batch_size, 4), args, args.eval_batches or DIAG_BATCHES):
             x = batch["image"].to(args.device)
             with amp.autocast():
                 t = atdt.transfer(atdt.encoder(x)["layer4"]).float()
@@ -404,7 +408,6 @@ def g_fit(atdt, n2, args, amp):
             sums["se"] += float((t - f2).square().sum())
             sums["sq"] += float(f2.square().sum())
             sums["n"] += f2.numel()
-        sums = engine.all_reduce_mean(sums)
         out[f"feature_mse_{key}"] = sums["se"] / max(sums["n"], 1)
         out[f"relative_mse_{key}"] = sums["se"] / sums["sq"] if sums["sq"] else None
     return out

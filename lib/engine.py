@@ -427,6 +427,14 @@ class _Shard(torch.utils.data.Sampler):
         return len(self.indices)
 
 
+def first_batches(dataset, batch_size, args, max_batches):
+    """The first max_batches batches of a dataset, in order and unsharded: what a diagnostic
+    reads on rank 0 alone (no collective, so no rank can wait on another)."""
+    n = min(len(dataset), max_batches * batch_size)
+    return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size,
+                                       num_workers=getattr(args, "workers", 0))
+
+
 def eval_loader(dataset, batch_size, args, max_batches=None):
     """An ordered, sharded DataLoader for evaluation (each sample seen by one process)."""
     limit = None if max_batches is None else max_batches * batch_size

@@ -384,7 +384,9 @@ def score_energies(net, nets, args, amp):
     """Algorithm 2's energies after a stage (ours, the benchmark's diagnostic), Mt and every
     N(->t) in eval mode: on source val the ground-truth tuples' (E_src, class-weighted as in
     L_D), on each target's val the predicted tuples' (E_tgt) and their floor (energy_floor),
-    mean over batches; no target label is read."""
+    mean over batches; no target label is read. On rank 0 alone (the other ranks return {})."""
+    if not engine.is_main():
+        return {}
     net.eval()
     for n in nets.values():
         n.eval()
@@ -396,7 +398,7 @@ def score_energies(net, nets, args, amp):
         labels = list(args.tasks) if role == "src" else []
         data = build_dataset(name, "val", args.size, args.data_root, length=args.proc_length, labels=labels,
                              role=f"--{role}", **options(args, name, role))
-        for batch in engine.eval_loader(data, max(args.batch_size, 4), args, args.eval_batches or DIAG_BATCHES):
+        for batch in engine.first_batches(data, max(args.batch_size, 4), args, args.eval_batches or DIAG_BATCHES):
             batch = engine.to_device(batch, args.device)
             with amp.autocast():
                 if role == "src":
@@ -411,7 +413,6 @@ def score_energies(net, nets, args, amp):
                         add(f"{key}/e_{t}", energy(nets, t, maps, preds[t]))
                         add(f"{key}/floor_{t}", energy_floor(t, preds[t]))
             add(f"{key}/batches", 1)
-    sums = engine.all_reduce_mean(sums)
     out = {}
     for k, v in sums.items():
         split, term = k.split("/")

@@ -73,7 +73,8 @@ def main(args):
         for role, name, labels in (("src", run["src"], ["semantic", "depth"]), ("tgt", run["tgt"], [])):
             # the run's own data options (roots, classes, its --src/--tgt-resize), val split
             opts = {**data_options(saved, role), "flip": False, "photometric": False,
-                    "resize": run.get(f"{role}_resize") or run.get("resize")}
+                    "resize": run.get(f"{role}_resize") or run.get("resize"),
+                    "image_resample": run.get("image_resample") or "bilinear"}
             data = build_dataset(name, "val", size, args.data_root or run.get("data_root"),
                                  length=4 * args.batches, labels=labels, role=f"--{role}", **opts)
             m = fit(net, data, args.batches, bool(labels))
