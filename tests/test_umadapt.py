@@ -17,7 +17,7 @@ import torch.nn as nn
 import train_umadapt as um
 from lib import engine, losses
 from lib import umadapt as lu
-from lib.models.umadapt import JointDiscriminator, TaskTransferNet, UMAdaptNet, unpool2x
+from lib.models.umadapt import JointDiscriminator, TaskTransferNet, UMAdaptNet, batch_stats_res5, unpool2x
 
 TINY = ["--size", "32", "64", "--batch-size", "2", "--proc-length", "8", "--workers", "0",
         "--eval-batches", "1", "--log-every", "1", "--device", "cpu", "--backbone", "resnet-tiny",
@@ -495,7 +495,7 @@ def test_batch_stats_res5_normalises_with_batch_statistics_and_moves_nothing():
     enc = SimpleNamespace(layer4=nn.Sequential(nn.BatchNorm2d(3)))
     enc.layer4[0].running_mean.fill_(5.0)
     enc.layer4[0].eval()
-    res5 = lu_models_batch_stats(enc)
+    res5 = batch_stats_res5(enc)
     x = torch.randn(4, 3, 2, 2) + 10.0
     y = res5(x)
     assert torch.allclose(y.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
@@ -504,13 +504,8 @@ def test_batch_stats_res5_normalises_with_batch_statistics_and_moves_nothing():
     # a frozen (freeze_bn'd) Ms gives a copy in batch statistics all the same: its hook is not carried over
     from lib.models import freeze_bn
     freeze_bn(enc.layer4)
-    y = lu_models_batch_stats(enc)(x)
+    y = batch_stats_res5(enc)(x)
     assert torch.allclose(y.mean((0, 2, 3)), torch.zeros(3), atol=1e-5)
-
-
-def lu_models_batch_stats(enc):
-    from lib.models.umadapt import batch_stats_res5
-    return batch_stats_res5(enc)
 
 
 def test_stages_feed_pseudo_softmax_masks_and_critic_the_way_the_supplementary_says(tmp_path, monkeypatch):
