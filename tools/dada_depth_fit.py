@@ -1,5 +1,5 @@
 """How well a train_dada.py model's depth block fits the source, and what its discriminator
-input looks like on each domain: the check behind the cpu preset's lambda_dep (README, "DADA").
+input looks like on each domain: the check behind the cpu preset's lambda_dep (docs/dada.md).
 
     python tools/dada_depth_fit.py runs/dada_proc/s7_seed0/model.pth [more runs' model.pth]
 
@@ -43,7 +43,7 @@ def load(path):
 
 
 @torch.no_grad()
-def fit(net, dataset, batches, with_depth):
+def fit(net, dataset, batches, with_depth, scale=1.0):
     model, sums, count = train_dada.RawOutputs(net), {}, 0
     for b in range(batches):
         items = [dataset[i] for i in range(4 * b, min(4 * b + 4, len(dataset)))]
@@ -54,7 +54,7 @@ def fit(net, dataset, batches, with_depth):
         stats = {"z_mean": z.mean(), "i_mean": surprisal.sum(1).mean(),
                  "iz_mean": (surprisal * z.unsqueeze(1)).mean()}
         if with_depth:
-            target, valid = train_dada.inverse_depth_target(torch.stack([s["depth"] for s in items]))
+            target, valid = train_dada.inverse_depth_target(torch.stack([s["depth"] for s in items]), scale)
             stats["z_target_mean"] = target[valid].mean()
             stats["z_abs_rel"] = ((z - target).abs() / target)[valid].mean()
         for k, v in stats.items():
@@ -77,9 +77,9 @@ def main(args):
                     "image_resample": run.get("image_resample") or "bilinear"}
             data = build_dataset(name, "val", size, args.data_root or run.get("data_root"),
                                  length=4 * args.batches, labels=labels, role=f"--{role}", **opts)
-            m = fit(net, data, args.batches, bool(labels))
+            m = fit(net, data, args.batches, bool(labels), run.get("depth_scale", 1.0))
             row.append(f"{'source' if role == 'src' else 'target'} " + " ".join(f"{k}={v:.3f}" for k, v in m.items()))
-        print(f"{path}: lambda_dep={run.get('lambda_dep')} | " + " | ".join(row))
+        print(f"{path}: lambda_dep={run.get('lambda_dep')} depth_scale={run.get('depth_scale', 1.0)} | " + " | ".join(row))
 
 
 if __name__ == "__main__":
