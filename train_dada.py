@@ -53,7 +53,7 @@ PRESETS = {
     "backbone_sgd": ("official", "official code: ADVENT's get_1x_lr_params_no_scale lists each "
                      "backbone tensor 1-4 times, stepped as PyTorch 1.2 (the official Dockerfile)", "once"),
     "lambda_dep": (1e-3, "Sec. 4.1: lambda_dep 1e-3; cpu: fits the source's depth from scratch (docs/dada.md)", 0.1),
-    "depth_scale": (1.0, "official SYNTHIA loader: 65536 / (depth_cm + 1); cpu: the procedural source's "
+    "depth_target_scale": (1.0, "official SYNTHIA loader: 65536 / (depth_cm + 1); cpu: the procedural source's "
                     "mean target 64 brought to 1 (docs/dada.md)", 1 / 64),
     "save_every": (5000, "ours: one resumable checkpoint every 5000 steps", 600),
 }
@@ -72,7 +72,7 @@ def get_args_parser(add_help=True):
                        ("dada-fusion", "one discriminator on I x Z (eq. 6, Sec. 3.2)")):
         g.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None, help=what)
     g.add_argument("--lambda-dep", type=float, default=None, help="depth loss weight (Sec. 4.1)")
-    g.add_argument("--depth-scale", type=float, default=None,
+    g.add_argument("--depth-target-scale", type=float, default=None,
                    help="multiplies the official inverse-depth target 65536 / (100 d + 1), d in metres")
     g.add_argument("--lambda-adv", type=float, default=1e-3, help="adversarial weight (Sec. 4.1)")
     g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Sec. 4.1)")
@@ -116,8 +116,8 @@ def resolve_setup(args):
     if args.dada_fusion and not (args.surprisal_adapt and args.depth_adapt):
         raise engine.UserError("--dada-fusion fuses surprisal and depth: it needs --surprisal-adapt "
                                "and --depth-adapt")
-    if not args.depth_scale > 0:
-        raise engine.UserError(f"--depth-scale must be positive, got {args.depth_scale}")
+    if not args.depth_target_scale > 0:
+        raise engine.UserError(f"--depth-target-scale must be positive, got {args.depth_target_scale}")
     if not 0 < args.source_fraction <= 1:
         raise engine.UserError(f"--source-fraction must lie in (0, 1], got {args.source_fraction}")
     if args.target_through_bn and (args.surprisal_adapt or args.depth_adapt):
@@ -129,7 +129,7 @@ def resolve_setup(args):
 
 def inverse_depth_target(depth_m, scale=1.0):
     """The official depth target, 65536 / (depth_cm + 1) (DADA's SYNTHIA loader), written for
-    depth in metres so every dataset gets the same scale, times --depth-scale (1: official);
+    depth in metres so every dataset gets the same scale, times --depth-target-scale (1: official);
     invalid pixels (0) are masked."""
     return scale * 65536.0 / (100.0 * depth_m + 1.0), depth_m > 0
 
@@ -181,7 +181,7 @@ def generator_step(model, discs, src, tgt, amp, args):
         logits_s, z_s = forward(model, src["image"])
     terms = {"seg": losses.cross_entropy(logits_s, src["semantic"])}
     if z_s is not None:
-        target, mask = inverse_depth_target(src["depth"], args.depth_scale)
+        target, mask = inverse_depth_target(src["depth"], args.depth_target_scale)
         terms["dep"] = args.lambda_dep * losses.berhu(z_s, target, mask)
     amp.backward(sum(terms.values()))
     maps_s, maps_t = discriminator_inputs(logits_s.detach(), _detach(z_s), args), {}
@@ -385,7 +385,7 @@ def diagnose(net, discs, args, amp):
             with amp.autocast():
                 logits, z = forward(model, batch["image"])
             if labels:
-                target, mask = inverse_depth_target(batch["depth"], args.depth_scale)
+                target, mask = inverse_depth_target(batch["depth"], args.depth_target_scale)
                 add("z_err", float(((z - target).abs() / target)[mask].sum()))
                 add("z_sum", float(z[mask].sum()))
                 add("t_sum", float(target[mask].sum()))

@@ -56,7 +56,7 @@ def test_depth_target_is_the_official_inverse_depth_in_metres():
     assert target[1].item() == pytest.approx(65536 / 101) and target[2].item() == pytest.approx(65536 / 1001)
     assert mask.tolist() == [False, True, True]
     scaled, _ = train_dada.inverse_depth_target(torch.tensor([0.0, 1.0, 10.0]), 1 / 64)
-    assert scaled[1].item() == pytest.approx(1024 / 101)   # --depth-scale multiplies it
+    assert scaled[1].item() == pytest.approx(1024 / 101)   # --depth-target-scale multiplies it
 
 
 def test_setup_switches_and_their_errors():
@@ -67,6 +67,8 @@ def test_setup_switches_and_their_errors():
     assert b.feat_fusion and b.surprisal_adapt and b.depth_block
     with pytest.raises(engine.UserError, match="--dada-fusion fuses surprisal and depth"):
         train_dada.resolve_setup(train_dada.get_args_parser().parse_args(["--setup", "s2", "--dada-fusion"]))
+    with pytest.raises(engine.UserError, match="--depth-target-scale must be positive, got 0.0"):
+        train_dada.resolve_setup(_preset("--depth-target-scale", "0"))
 
 
 def _setup_step(tmp_path, setup="s7"):
@@ -154,8 +156,8 @@ def test_no_target_label_reaches_a_supervised_loss(tmp_path, monkeypatch):
     values = train_dada.train_step(model, discs, src, tgt, optims, engine.Amp("off", args.device), args, 0)
     assert set(values) == {"seg", "dep", "adv", "d_fused"}
     assert torch.equal(seen[0], src["semantic"])
-    assert args.depth_scale == 1 / 64        # the cpu preset's, which this target must carry
-    assert torch.equal(seen[1], train_dada.inverse_depth_target(src["depth"], args.depth_scale)[0])
+    assert args.depth_target_scale == 1 / 64        # the cpu preset's, which this target must carry
+    assert torch.equal(seen[1], train_dada.inverse_depth_target(src["depth"], args.depth_target_scale)[0])
     assert len(seen) == 2
 
 
@@ -239,8 +241,8 @@ def test_paper_preset_trains_the_official_backbone_group_and_vistas_at_1024x768(
     assert _preset("--src", "synthia", "--tgt", "mapillary").tgt_resize == [768, 1024]
     assert _preset("--src", "synthia", "--tgt", "mapillary", "--tgt-resize", "320", "640").tgt_resize == [320, 640]
     assert _preset().backbone_sgd == "once"
-    assert (paper.lambda_dep, paper.depth_scale) == (1e-3, 1.0)           # Sec. 4.1, official target
-    assert (_preset().lambda_dep, _preset().depth_scale) == (0.1, 1 / 64)  # the cpu preset's
+    assert (paper.lambda_dep, paper.depth_target_scale) == (1e-3, 1.0)           # Sec. 4.1, official target
+    assert (_preset().lambda_dep, _preset().depth_target_scale) == (0.1, 1 / 64)  # the cpu preset's
     for choice, kind, semantics in (("once", torch.optim.SGD, None), ("official", RepeatedSGD, "torch1.2"),
                                     ("official-torch2", RepeatedSGD, "torch2")):
         args = train_dada.resolve_setup(_preset(*TINY, "--backbone-sgd", choice))
@@ -408,8 +410,8 @@ def test_diagnostics_show_z_fit_and_each_discriminator_against_chance(tmp_path):
     net, saved = dada_depth_fit.load(str(tmp_path / "s7" / "model.pth"))
     data = build_dataset("proc-a", "val", saved["size"], None, length=8, labels=["semantic", "depth"])
     # the diagnostic scores with running statistics (eval mode); the tool defaults to train mode
-    got = dada_depth_fit.fit(net.eval(), torch.utils.data.Subset(data, range(4)), 1, True, saved["depth_scale"])
+    got = dada_depth_fit.fit(net.eval(), torch.utils.data.Subset(data, range(4)), 1, True, saved["depth_target_scale"])
     assert diag["depth_source"]["target_mean"] == pytest.approx(got["z_target_mean"], rel=1e-5)
     assert diag["depth_source"]["abs_rel"] == pytest.approx(got["z_abs_rel"], rel=1e-4)
-    assert 0.5 < got["z_target_mean"] < 2     # the cpu preset's --depth-scale 1/64: mean ~1, not ~64
+    assert 0.5 < got["z_target_mean"] < 2     # the cpu preset's --depth-target-scale 1/64: mean ~1, not ~64
     assert run(tmp_path / "s1", "--setup", "s1", iters=1)["diagnostics"] == {}     # no Z, no D

@@ -77,9 +77,9 @@ def main(args):
                     "image_resample": run.get("image_resample") or "bilinear"}
             data = build_dataset(name, "val", size, args.data_root or run.get("data_root"),
                                  length=4 * args.batches, labels=labels, role=f"--{role}", **opts)
-            m = fit(net, data, args.batches, bool(labels), run.get("depth_scale", 1.0))
+            m = fit(net, data, args.batches, bool(labels), run.get("depth_target_scale", 1.0))
             row.append(f"{'source' if role == 'src' else 'target'} " + " ".join(f"{k}={v:.3f}" for k, v in m.items()))
-        print(f"{path}: lambda_dep={run.get('lambda_dep')} depth_scale={run.get('depth_scale', 1.0)} | " + " | ".join(row))
+        print(f"{path}: lambda_dep={run.get('lambda_dep')} depth_target_scale={run.get('depth_target_scale', 1.0)} | " + " | ".join(row))
 
 
 if __name__ == "__main__":

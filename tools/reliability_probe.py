@@ -484,6 +484,7 @@ def probes(out):
         ("dada: --dada-fusion without --depth-adapt", dada + ["--setup", "s7", "--no-depth-adapt"],
          "--dada-fusion fuses surprisal and depth"),
         ("dada: --source-fraction 0", dada + ["--source-fraction", "0"], "--source-fraction must lie in (0, 1]"),
+        ("dada: --depth-target-scale 0", dada + ["--depth-target-scale", "0"], "--depth-target-scale must be positive"),
         ("semimtl: --batch-size 1", semi + ["--batch-size", "1"], "--batch-size must be at least 2"),
         ("semimtl: --datasets without tasks", semi + ["--datasets", "proc-a", "proc-b:depth"],
          "expected NAME[@SPLIT]:TASKS"),
