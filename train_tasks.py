@@ -45,8 +45,8 @@ def _n2_steps(args):
     return 25000 if "iters" not in args.explicit else None
 
 
-# flag: (paper value, its source, cpu value). The cpu run is sized for 2 CPU cores (README,
-# "AT/DT"): at its 250 steps from scratch Adam needs 1e-3 to move the networks.
+# flag: (paper value, its source, cpu value). The cpu run is sized for 2 CPU cores
+# (docs/atdt.md): at its 250 steps from scratch Adam needs 1e-3 to move the networks.
 PRESETS = {
     "backbone": ("resnet50", "Sec. 4: dilated ResNet-50", "resnet18"),
     "pretrained": ("none", f"{ICCV} trains from scratch (train_task.py)", "none"),

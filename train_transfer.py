@@ -415,7 +415,7 @@ def g_fit(atdt, n2, args, amp):
 
 def save_best(path, iteration, metrics, g):
     """The best G so far, in its own file: weights only (no optimizer state, no E1 / D2), written
-    when the selection score improves, so checkpoint.pth stays one G + Adam (README, AT/DT)."""
+    when the selection score improves, so checkpoint.pth stays one G + Adam (docs/atdt.md)."""
     best = {"metrics": metrics, "iteration": iteration,
             "g": {k: v.detach().to("cpu", copy=True) for k, v in g.state_dict().items()}}
     if engine.is_main():

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's AT/DT table on the procedural benchmark (proc-a = A, proc-b = B), on a CPU:
+# The AT/DT table (docs/atdt.md) on the procedural benchmark (proc-a = A, proc-b = B), on a CPU:
 # for Dep->Sem and Sem->Dep, base AT/DT, +aux, +NDA and +aux+NDA (stage 1 + stage 2 each),
 # and the paper's Transfer Oracle: the whole framework run with A = B = proc-b (its N2 on B is
 # the Oracle row); every stage-2 run also scores the baseline (its N2 applied to B). Seeds 0-2.
