@@ -34,9 +34,9 @@ ntr() {  # negative transfer rate of S2 and S7 against S1 of the same seed (eval
   done
 }
 table() {  # mean and sample std over seeds of target (proc-b val) mIoU and accuracy
-  python - "$RUNS" <<'PY'
-import glob, json, statistics, sys
-runs = sys.argv[1]
+  python - "$RUNS" "$SEEDS" <<'PY'
+import glob, json, os, statistics, sys
+runs, seeds = sys.argv[1], sys.argv[2].split()
 names = {"s1": "S1 source only", "s1bn": "S1 + target through BN (control)", "s2": "S2 AdvEnt",
          "s4": "S4 depth adaptation", "s7": "S7 DADA"}
 def cell(values):
@@ -50,6 +50,27 @@ for row, label in names.items():
            for p in sorted(glob.glob(f"{runs}/ntr_{row}_seed*/metrics.json"))]
     print(f"| {label} | {len(ms)} | {cell([m['mIoU'] for m in ms])} | {cell([m['acc'] for m in ms])} | "
           f"{cell(ntr) if ntr else '-'} |")
+print("\nPer seed, target mIoU:\n\n| setup | " + " | ".join(f"seed {s}" for s in seeds) + " |\n|---|"
+      + "---:|" * len(seeds))
+for row, label in names.items():
+    print(f"| {label} | " + " | ".join(f"{json.load(open(p))['target']['mIoU']:.2f}" if os.path.exists(p)
+                                       else "-" for p in (f"{runs}/{row}_seed{s}/metrics.json" for s in seeds)) + " |")
+print("\nDiagnostics (train_dada.py's metrics.json): Z on source val, and each discriminator's patch "
+      "accuracy (%) and BCE on source / target val; 50 % and 0.693 are chance.\n\n"
+      "| run | Z abs rel | Z mean / target mean | discriminator | accuracy src / tgt | BCE src / tgt |\n"
+      "|---|---:|---:|---|---:|---:|")
+for row in ("s2", "s4", "s7"):
+    for s in seeds:
+        p = f"{runs}/{row}_seed{s}/metrics.json"
+        if not os.path.exists(p):
+            continue
+        diag = json.load(open(p))["diagnostics"]
+        z = diag.get("depth_source")
+        zcells = f"{z['abs_rel']:.3f} | {z['z_mean']:.2f} / {z['target_mean']:.2f}" if z else "- | -"
+        for k, d in diag.items():
+            if k.startswith("d_"):
+                print(f"| {names[row]}, seed {s} | {zcells} | D_{k[2:]} | {d['src']['acc']:.1f} / "
+                      f"{d['tgt']['acc']:.1f} | {d['src']['bce']:.3f} / {d['tgt']['bce']:.3f} |")
 PY
 }
 
