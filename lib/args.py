@@ -106,6 +106,9 @@ def add_common_args(parser):
     g.add_argument("--eval-every", type=int, default=0, help="evaluate every N iterations (0: at the end)")
     g.add_argument("--save-every", type=int, default=500, help="checkpoint every N iterations")
     g.add_argument("--log-every", type=int, default=20, help="console / log.jsonl every N iterations")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also write every logged term, learning rate and evaluation to "
+                        "OUTPUT_DIR/tensorboard (needs the tensorboard package; log.jsonl stays the record)")
     g.add_argument("--eval-batches", type=int, default=None,
                    help="cap on validation batches (default: the whole split)")
     g.add_argument("--smoke", action="store_true",

@@ -650,7 +650,30 @@ def setup_run(args, script):
     check_run_folder(args)
     seed_everything(args.seed + args.rank, getattr(args, "deterministic", False))
     args.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    if getattr(args, "tensorboard", False):
+        tensorboard_writer_class()   # a missing package is a one-line error before anything trains
     return RunLogger(args.output_dir, args.iters, getattr(args, "log_every", 20), args)
+
+
+def tensorboard_writer_class():
+    """torch.utils.tensorboard's SummaryWriter, or a UserError naming the missing package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                        "(or drop --tensorboard; log.jsonl holds the same records)") from None
+    return SummaryWriter
+
+
+def scalar_items(record, prefix=""):
+    """(tag, value) for every finite number in a (nested) log record, tags joined by '/':
+    {"target": {"mIoU": 20.1}} -> ("target/mIoU", 20.1); lists, strings and None are skipped."""
+    for key, value in record.items():
+        tag = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from scalar_items(value, tag + "/")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            yield tag, float(value)
 
 
 def check_run_folder(args):
@@ -681,6 +704,7 @@ class RunLogger:
         self.t0, self.start_it = time.time(), 0
         self.args = args
         self.run_id = getattr(args, "run_id", None)
+        self.tb = None   # TensorBoard writer (--tensorboard), opened by start()
 
     def start(self, iteration):
         """Call once before the loop (after a resume): writes the run folder and args.json, and
@@ -690,6 +714,11 @@ class RunLogger:
             write_json(json_args(self.args), os.path.join(self.args.output_dir, "args.json"))
         if is_main() and iteration and os.path.isfile(self.path):
             self._drop_after(iteration)
+        if is_main() and getattr(self.args, "tensorboard", False) and self.tb is None:
+            # purge_step: a resumed run drops the old segment's events after its checkpoint,
+            # as _drop_after does for log.jsonl.
+            self.tb = tensorboard_writer_class()(os.path.join(self.args.output_dir, "tensorboard"),
+                                                 purge_step=iteration + 1 if iteration else None)
         self.t0, self.start_it = time.time(), iteration
 
     def _drop_after(self, iteration):
@@ -728,6 +757,11 @@ class RunLogger:
             stamp = {"run": self.run_id, "time": datetime.datetime.now().isoformat(timespec="seconds")}
             with open(self.path, "a") as f:
                 f.write(json.dumps(strict_json({**record, **stamp}), allow_nan=False) + "\n")
+            if self.tb is not None:
+                step = record.get("iter", 0)
+                for tag, value in scalar_items({k: v for k, v in record.items() if k != "iter"}):
+                    self.tb.add_scalar(tag, value, step)
+                self.tb.flush()
 
 
 class NonFiniteLoss(UserError):
