@@ -149,3 +149,29 @@ def test_empty_runs_folder(tmp_path, capsys):
     rows = _run("--runs", tmp_path)
     assert rows and all(r["holds"] == "-" and r["command"] for r in rows.values())
     assert len(capsys.readouterr().out.splitlines()) == len(rows) + 2
+
+
+def test_figure_draws_each_row_on_the_claimed_side(runs, tmp_path):
+    """--figure: one line per row with seeds; the mean's dot sits right of the centre line where
+    the margin is positive (the paper's direction), left where negative, green when the row
+    holds and red when not, at the x that the row's own scale gives (worked out here)."""
+    from PIL import Image
+    out = tmp_path / "fig" / "scoreboard.png"
+    rows = _run("--runs", runs, "--figure", out)
+    img = Image.open(out).convert("RGB")
+    drawn = [r for r in rows.values() if r["n"]]
+    assert img.size == (scoreboard.FIG_W, scoreboard.ROW_H * (len(drawn) + 2))
+    x0 = scoreboard.LABEL_W + scoreboard.PLOT_W // 2
+    for i, r in enumerate(drawn):
+        y = scoreboard.ROW_H * (i + 1) + scoreboard.ROW_H // 2
+        m, sd = r["margin"]["mean"], r["margin"]["std"] or 0.0
+        scale = max([abs(m) + sd] + [abs(v["margin"]) for v in r["per_seed"].values()])
+        x = x0 + round(m / scale * (scoreboard.PLOT_W // 2 - 10))
+        colour = scoreboard.GREEN if r["holds"] == "yes" else scoreboard.RED
+        assert img.getpixel((x, y - 3)) == colour, r["comparison"]   # the dot, above the bar
+        if m:
+            assert (x > x0) == (m > 0)
+    s7 = next(i for i, r in enumerate(drawn) if r["comparison"] == "S7 DADA > S1 source only")
+    y = scoreboard.ROW_H * (s7 + 1) + scoreboard.ROW_H // 2
+    # margins 10, 11, 9: mean 10 ± 1 on a scale of 11, so the dot is at 10 / 11 of the half-width
+    assert img.getpixel((x0 + round(10 / 11 * (scoreboard.PLOT_W // 2 - 10)), y - 3)) == scoreboard.GREEN

@@ -16,6 +16,7 @@ A row without seeds says "-" and the command that makes its runs.
 
     python tools/scoreboard.py                          # Markdown to stdout
     python tools/scoreboard.py --runs runs --json scoreboard.json --markdown
+    python tools/scoreboard.py --figure docs/scoreboard.png   # the picture (pillow)
 """
 import argparse
 import glob
@@ -207,6 +208,44 @@ def markdown(rows):
     return "\n".join(lines)
 
 
+FIG_W, ROW_H, LABEL_W, PLOT_W = 1100, 26, 430, 420   # pixels: the figure's layout
+GREEN, RED, GREY = (30, 140, 60), (200, 50, 40), (150, 150, 150)
+
+
+def figure(rows, path):
+    """The scoreboard as a picture (pillow): one line per comparison with seeds, its margin's
+    mean (dot) and mean ± sample std (bar) on its own scale (the largest |margin| or mean + std
+    of the row), each seed's margin as a tick, right of the centre line = the paper's direction;
+    green where the comparison holds, red where not."""
+    from PIL import Image, ImageDraw
+    rows = [r for r in rows if r["n"]]
+    img = Image.new("RGB", (FIG_W, ROW_H * (len(rows) + 2)), "white")
+    draw = ImageDraw.Draw(img)
+    x0 = LABEL_W + PLOT_W // 2
+    draw.text((8, 6), "margin A - B, + = the paper's direction (each row on its own scale); "
+              "dot = mean, bar = ± std, ticks = seeds", fill="black")
+    for i, r in enumerate(rows):
+        y = ROW_H * (i + 1) + ROW_H // 2
+        m, sd = r["margin"]["mean"], r["margin"]["std"] or 0.0
+        seeds = [v["margin"] for v in r["per_seed"].values()]
+        scale = max([abs(m) + sd] + [abs(v) for v in seeds]) or 1.0
+        px = lambda v: x0 + round(v / scale * (PLOT_W // 2 - 10))
+        colour = GREEN if r["holds"] == "yes" else RED
+        draw.text((8, y - 6), f"{r['method']}: {r['comparison']}"[:70], fill="black")
+        draw.line((LABEL_W, y, LABEL_W + PLOT_W, y), fill=(225, 225, 225))
+        draw.line((x0, y - ROW_H // 2 + 2, x0, y + ROW_H // 2 - 2), fill=GREY)
+        draw.line((px(m - sd), y, px(m + sd), y), fill=colour, width=3)
+        for v in seeds:
+            draw.line((px(v), y - 6, px(v), y + 6), fill=colour)
+        draw.ellipse((px(m) - 4, y - 4, px(m) + 4, y + 4), fill=colour)
+        d = r["digits"]
+        draw.text((LABEL_W + PLOT_W + 12, y - 6), f"{m:+.{d}f} ± {sd:.{d}f}  {r['wins']}/{r['n']}  "
+                  f"{r['holds']}", fill=colour)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return img
+
+
 def get_args_parser(add_help=True):
     parser = argparse.ArgumentParser(description="The papers' headline comparisons on the "
                                      "procedural runs", add_help=add_help)
@@ -214,6 +253,7 @@ def get_args_parser(add_help=True):
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     parser.add_argument("--markdown", action="store_true",
                         help="print the Markdown table (the default; with --json, print it as well)")
+    parser.add_argument("--figure", metavar="PNG", help="also draw the rows with seeds as a picture")
     parser.add_argument("--delta-m", choices=["mean", "proc-a", "proc-b"], default="mean",
                         help="SemiMTL's delta-M: the mean of both datasets' (default; the paper "
                              "claims its ordering on both) or one dataset's")
@@ -227,7 +267,9 @@ def main(args):
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
-    if args.markdown or not args.json:
+    if args.figure:
+        figure(rows, args.figure)
+    if args.markdown or not (args.json or args.figure):
         print(markdown(rows))
     return rows
 
