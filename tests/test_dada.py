@@ -202,6 +202,7 @@ def test_bench_times_the_dada_step(tmp_path):
 
 def test_depth_fit_tool_reports_the_source_fit(tmp_path, capsys):
     """tools/dada_depth_fit.py: the target mean and abs rel of Z against 65536 / (100 d + 1),
+    and against it times the run's --depth-target-scale as main() reads it from the checkpoint,
     recomputed here in numpy from the same samples and the model's own outputs."""
     import os
     import sys
@@ -220,6 +221,22 @@ def test_depth_fit_tool_reports_the_source_fit(tmp_path, capsys):
     target, valid = 65536.0 / (100.0 * d + 1.0), d > 0
     assert got["z_target_mean"] == pytest.approx(target[valid].mean(), rel=1e-5)
     assert got["z_abs_rel"] == pytest.approx((np.abs(z.numpy() - target) / target)[valid].mean(), rel=1e-4)
+    # the run's own scale (the cpu preset's 1/64), as main() reads it from the checkpoint
+    assert saved["depth_target_scale"] == 1 / 64
+    assert dada_depth_fit.target_scale(saved, "x") == 1 / 64
+    scaled = dada_depth_fit.fit(net, data, 1, with_depth=True, scale=1 / 64)
+    assert scaled["z_target_mean"] == pytest.approx(target[valid].mean() / 64, rel=1e-5)
+    assert scaled["z_abs_rel"] == pytest.approx((np.abs(z.numpy() - target / 64) / (target / 64))[valid].mean(),
+                                                rel=1e-4)
+    dada_depth_fit.main(dada_depth_fit.get_args_parser().parse_args([str(tmp_path / "s7" / "model.pth"),
+                                                                     "--batches", "1"]))
+    line = capsys.readouterr().out
+    assert "depth_target_scale=0.015625" in line and f"z_target_mean={target[valid].mean() / 64:.3f}" in line
+    # runs before the flag: 1; under its first name: that value; not a DADA run: an error
+    assert dada_depth_fit.target_scale({"lambda_dep": 1e-3}, "x") == 1.0
+    assert dada_depth_fit.target_scale({"lambda_dep": 0.1, "depth_scale": 0.5}, "x") == 0.5
+    with pytest.raises(engine.UserError, match="not made by train_dada.py"):
+        dada_depth_fit.target_scale({}, "x")
     run(tmp_path / "s1", "--setup", "s1", iters=1)
     with pytest.raises(engine.UserError, match="no depth block"):
         dada_depth_fit.load(str(tmp_path / "s1" / "model.pth"))

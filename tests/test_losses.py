@@ -103,6 +103,23 @@ def test_berhu_both_branches_and_gradient():
     assert torch.allclose(pred.grad, expected, atol=1e-6)
 
 
+def test_berhu_is_homogeneous_in_the_scale_of_pred_and_target():
+    """berHu(s z, s t) = s berHu(z, t) and, in z, grad_z berHu(z, s t) at z = s z' equals
+    grad berHu(z', t) (c scales with the residual): what a depth target's scale does (DADA's
+    --depth-target-scale, docs/dada.md). By hand on e = (1, -4): c = 0.8, both beyond it, so the
+    loss is ((1 + 0.64) / 1.6 + (16 + 0.64) / 1.6) / 2."""
+    z, t = torch.tensor([2.0, 1.0]), torch.tensor([1.0, 5.0])
+    base = losses.berhu(z, t)
+    assert base.item() == pytest.approx(((1.0 + 0.64) / 1.6 + (16.0 + 0.64) / 1.6) / 2, rel=1e-6)
+    for s in (1 / 64, 3.0):
+        assert losses.berhu(s * z, s * t).item() == pytest.approx(s * base.item(), rel=1e-6)
+        zs = (s * z).requires_grad_()
+        losses.berhu(zs, s * t).backward()
+        z1 = z.clone().requires_grad_()
+        losses.berhu(z1, t).backward()
+        assert torch.allclose(zs.grad, z1.grad, rtol=1e-5)   # the same per-pixel gradient
+
+
 def test_berhu_without_mask_and_zero_residual():
     # e = (2, 1): c = 0.4 ; both > c: (4 + 0.16)/0.8 = 5.2 and (1 + 0.16)/0.8 = 1.45 ; mean 3.325
     pred = torch.tensor([2.0, 1.0])

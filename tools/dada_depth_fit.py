@@ -5,8 +5,9 @@ input looks like on each domain: the check behind the cpu preset's lambda_dep (d
 
 For each checkpoint, on --batches batches of the source val split (its depth labels) and the
 target val split (images only; no target label is read):
-  z_mean / z_target_mean  the predicted inverse depth Z and the official target
-                          65536 / (100 d + 1) on the source's valid pixels,
+  z_mean / z_target_mean  the predicted inverse depth Z and its target, the official
+                          65536 / (100 d + 1) times the run's --depth-target-scale (1 for runs
+                          made before the flag), on the source's valid pixels,
   z_abs_rel               mean |Z - target| / target on those pixels (source only),
   i_mean, iz_mean         the surprisal I summed over classes, and I x Z averaged over
                           classes and pixels: the maps D(I) and D(I x Z) see (eq. 5-6).
@@ -44,6 +45,9 @@ def load(path):
 
 @torch.no_grad()
 def fit(net, dataset, batches, with_depth, scale=1.0):
+    """Means over `batches` batches of 4 (module docstring): Z against the target scaled by
+    `scale` (the run's --depth-target-scale; DADA Sec. 3.1's inverse depth, eq. 2's target)
+    where `with_depth`, and the maps I and I x Z the discriminators see (eq. 5-6)."""
     model, sums, count = train_dada.RawOutputs(net), {}, 0
     for b in range(batches):
         items = [dataset[i] for i in range(4 * b, min(4 * b + 4, len(dataset)))]
@@ -77,9 +81,22 @@ def main(args):
                     "image_resample": run.get("image_resample") or "bilinear"}
             data = build_dataset(name, "val", size, args.data_root or run.get("data_root"),
                                  length=4 * args.batches, labels=labels, role=f"--{role}", **opts)
-            m = fit(net, data, args.batches, bool(labels), run.get("depth_target_scale", 1.0))
+            m = fit(net, data, args.batches, bool(labels), target_scale(run, path))
             row.append(f"{'source' if role == 'src' else 'target'} " + " ".join(f"{k}={v:.3f}" for k, v in m.items()))
-        print(f"{path}: lambda_dep={run.get('lambda_dep')} depth_target_scale={run.get('depth_target_scale', 1.0)} | " + " | ".join(row))
+        print(f"{path}: lambda_dep={run.get('lambda_dep')} depth_target_scale={target_scale(run, path)} | "
+              + " | ".join(row))
+
+
+def target_scale(run, path):
+    """The run's --depth-target-scale: 1 for a run made before the flag existed (it has no
+    such key and no other); a run of the flag's first, shorter name is read under that name."""
+    if "depth_target_scale" in run:
+        return run["depth_target_scale"]
+    if "depth_scale" in run:
+        return run["depth_scale"]
+    if "lambda_dep" not in run:
+        raise engine.UserError(f"{path} was not made by train_dada.py (its args have no lambda_dep)")
+    return 1.0
 
 
 if __name__ == "__main__":
