@@ -5,6 +5,9 @@
 #
 #   bash experiments/scoreboard.sh            # everything, then the scoreboard
 #   bash experiments/scoreboard.sh table      # the scoreboard from finished runs only
+#   bash experiments/scoreboard.sh keep       # copy every run's metrics.json and args.json
+#                                             # to experiments/results/ (kept in git)
+#   RUNS=experiments/results bash experiments/scoreboard.sh table   # the scoreboard of those
 #   SEEDS="0" bash experiments/scoreboard.sh  # one seed of everything
 #
 # Cost on the repository's 2-core CPU machine, the sum of the procedural scripts' figures in
@@ -13,9 +16,17 @@
 # HeadFreeze about 54: about 6 hours in all, one script after the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+RUNS=${RUNS:-runs}
+if [ "${1:-}" = keep ]; then   # the small files the scoreboard and the tables read, not the weights
+  (cd runs && find . -path './*_proc/*' \( -name metrics.json -o -name args.json \) -print) | sort |
+  while read -r f; do
+    mkdir -p "experiments/results/$(dirname "$f")" && cp "runs/$f" "experiments/results/$f"
+  done
+  exit
+fi
 if [ "${1:-}" != table ]; then
   for method in atdt dada semimtl umadapt headfreeze; do
     bash "experiments/${method}_procedural.sh"
   done
 fi
-python tools/scoreboard.py --runs runs
+python tools/scoreboard.py --runs "$RUNS"
