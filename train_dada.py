@@ -128,9 +128,10 @@ def resolve_setup(args):
 
 
 def inverse_depth_target(depth_m, scale=1.0):
-    """The official depth target, 65536 / (depth_cm + 1) (DADA's SYNTHIA loader), written for
-    depth in metres so every dataset gets the same scale, times --depth-target-scale (1: official);
-    invalid pixels (0) are masked."""
+    """The inverse depth z_s that eq. 2's berHu regresses (Sec. 3.1: the depth block predicts
+    inverse depth), as the official SYNTHIA loader writes it, 65536 / (depth_cm + 1), here for
+    depth in metres so every dataset gets the same scale, times --depth-target-scale (1:
+    official); invalid pixels (0) are masked."""
     return scale * 65536.0 / (100.0 * depth_m + 1.0), depth_m > 0
 
 
@@ -363,7 +364,7 @@ def discriminator_counts(logits, label):
 @torch.no_grad()
 def diagnose(net, discs, args, amp):
     """The mechanism at work (ours, the benchmark's diagnostic): Z's fit on source val (abs
-    rel against the inverse-depth target of eq. 2's berHu, and the two means), and each
+    rel against the inverse-depth target of eq. 2's berHu loss, eq. 3, and the two means), and each
     discriminator's patch accuracy and BCE on source (0) and target (1) val maps: 50% and
     ln 2 = 0.693 are chance. At the training size (each domain's --*-resize, else --size), at most
     DIAG_BATCHES batches each, on rank 0 alone (the other ranks return {})."""
