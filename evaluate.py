@@ -214,7 +214,7 @@ class _Adapted(torch.nn.Module):
 
 def inherit_run_settings(args, run, name):
     """Fill what the command line leaves open with the run's own settings, so re-scoring a
-    checkpoint reproduces the numbers of its run (README, "evaluate.py"): the protocol the run
+    checkpoint reproduces the numbers of its run (docs/evaluate.md, "Re-scoring reproduces the run"): the protocol the run
     scored `name` with (lib.evaluation.scoring_loader: size, resize, class map, labels at their
     own resolution, root), else, for checkpoints older than that record, its flags."""
     args.min_depth = next(v for v in (args.min_depth, run.get("min_depth"), 1e-3) if v is not None)

@@ -13,7 +13,7 @@
 # backbone group (--backbone-sgd official), 90k steps, lambda_dep = lambda_adv = 1e-3. Only
 # what differs is written here. The
 # official initialisation is `--pretrained DeepLab_resnet_pretrained_imagenet.pth` (the
-# default is torchvision's ImageNet weights: README, "DADA"). The reported model is the last
+# default is torchvision's ImageNet weights: docs/dada.md). The reported model is the last
 # one; SELECT=1 adds --select-on-target-val (the official protocol, uses target labels).
 # RUNS, SEED, AMP, SMOKE, PYTHON: experiments/common.sh.
 source "$(dirname "$0")/common.sh"

@@ -336,7 +336,7 @@ def _ddp_worker(rank, port, out):
 
 def test_two_process_gloo_ddp_equals_single_process(tmp_path, free_port):
     """N processes of batch B equal one of batch N*B without BN or with BN in eval mode; with
-    BN in train mode each process normalises with its own B samples, so they differ (README,
+    BN in train mode each process normalises with its own B samples, so they differ (docs/engine.md,
     "Distributed"; --sync-bn on CUDA shares the statistics)."""
     out = str(tmp_path / "ddp.pth")
     mp.spawn(_ddp_worker, args=(free_port, out), nprocs=2, join=True)
