@@ -3,7 +3,7 @@
 Reads the metrics.json files that experiments/*_procedural.sh write under --runs (default runs):
 
     atdt_proc/{depsem,semdep}/{base,full}_seedN/       target.atdt / target.baseline: mIoU, abs_rel
-    dada_proc/{s1,s1bn,s2,s4,s7}_seedN/                target.mIoU
+    dada_proc/{s1,s1bn,s1ff,s2,s3,s4,s7}_seedN/        target.mIoU
     semimtl_proc/{stl,stlbn,jtl,m1,m2,m3}_seedN/       scores.proc-a / proc-b: mIoU, rmse -> delta-M
     umadapt_proc/seedN/{base,base-bn,adapt-stats,adapt-b,adapt-noadv,adapt-adv}/  target.proc-b.mIoU
     headfreeze_proc/{baseline,bn,mtl-tgt-anchor,mtl-both-anchor,headfreeze}_seedN/  target.mean
@@ -132,6 +132,11 @@ def comparisons(dm):
         C("DADA", "S7 DADA > S2 AdvEnt", "Table 3: 42.6 vs 40.8 mIoU", dada("s7"), dada("s2")),
         C("DADA", "S2 AdvEnt > S1 source only", "Table 3: 40.8 vs 32.2 mIoU", dada("s2"), dada("s1")),
         C("DADA", "S4 depth adaptation > S1", "Table 3: 35.7 vs 32.2 mIoU", dada("s4"), dada("s1")),
+        # Sec. 4.2: "Comparable performance of S2 and S3 indicates that depth supervision on the
+        # source domain is not effective in absence of depth-specific adaptation."
+        C("DADA", "S7 DADA > S3 (AdvEnt + feature fusion)", "Table 3: 42.6 vs 40.7 mIoU", dada("s7"), dada("s3")),
+        C("DADA", "S7 DADA > S1 + feature fusion (depth supervision, no adaptation)",
+          "Table 3: 42.6 vs 32.2 mIoU (the paper has no such row: S1's number)", dada("s7"), dada("s1ff")),
         C("DADA", "S7 DADA > S1 + target through BN", "Table 3: 42.6 vs 32.2 mIoU" + nobn,
           dada("s7"), dada("s1bn")),
         C("DADA", "S2 AdvEnt > S1 + target through BN", "Table 3: 40.8 vs 32.2 mIoU" + nobn,
