@@ -68,6 +68,9 @@ PRESETS = {
     "iters": (40000, "ours: not in the paper", 150),
     "lr": (0.01, "Sec. 4.1: SGD 0.01, momentum 0.9, weight decay 1e-4, poly 0.9", 0.01),
     "w_depth": (0.01, "Sec. 4.1: w_depth = 0.01 (cpu: ours, measured in docs/semimtl.md)", 0.1),
+    "lambda_intra": (1e-3, "Sec. 4.1: lambda_intra = 1e-3 (cpu: x10, chosen by the rule in "
+                     "docs/semimtl.md on diagnostics and labelled pairs)", 1e-2),
+    "lambda_inter": (1e-4, "Sec. 4.1: lambda_inter = 1e-4 (cpu: x10, as lambda_intra)", 1e-3),
     "depth_target": (lambda a: "height" if _isprs(a) else "inverse", "Sec. 4.1: inverse depth "
                      "(sky = 0) on street scenes; the nDSM height in [0, 1] on ISPRS (ours: "
                      "min-max normalised per tile)", "inverse"),

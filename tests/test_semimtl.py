@@ -287,13 +287,15 @@ def test_every_method_runs_end_to_end(tmp_path, flags):
      dict(size=[384, 384], resize=None, classes=6, depth_target="height")),
     (("--datasets", "cityscapes:semantic", "synscapes:depth"), dict(size=[256, 256], resize=[512, 1024])),
     ((), dict(backbone="resnet18", pretrained="none", size=[64, 128], iters=150, d_width=32, flip=False,
-              w_depth=0.1, eval_batches=50)),
+              w_depth=0.1, eval_batches=50, lambda_intra=1e-2, lambda_inter=1e-3)),
     (("--src", "cityscapes", "--size", "128", "128"), dict(size=[128, 128], backbone="resnet101")),
 ])
 def test_presets(flags, expected):
     args = apply_preset(parse(*flags), sm.PRESETS, sm.dataset_names(parse(*flags)), log=None)
     assert {k: getattr(args, k) for k in expected} == expected
-    assert (args.w_seg, args.lambda_intra, args.lambda_inter) == (1.0, 1e-3, 1e-4)
+    assert args.w_seg == 1.0
+    if flags:   # real data: the paper's weights (Sec. 4.1); the cpu preset's are in its row
+        assert (args.lambda_intra, args.lambda_inter) == (1e-3, 1e-4)
 
 
 @pytest.mark.parametrize("flags,message", [
