@@ -3,6 +3,7 @@ discriminator sees, the official update order (generator steps leave D alone and
 the network alone), no target label in any supervised loss, the depth target."""
 import math
 import json
+import os
 
 import pytest
 import torch
@@ -260,6 +261,10 @@ def test_paper_preset_trains_the_official_backbone_group_and_vistas_at_1024x768(
     assert _preset().backbone_sgd == "once"
     assert (paper.lambda_dep, paper.depth_target_scale) == (1e-3, 1.0)           # Sec. 4.1, official target
     assert (_preset().lambda_dep, _preset().depth_target_scale) == (0.1, 1 / 64)  # the cpu preset's
+    assert _preset().iters == 300   # the no-argument run; the procedural tables pass 600:
+    script = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "experiments", "dada_procedural.sh")).read()
+    assert 'STEPS="--iters 600 --save-every 600"' in script and "${FLAGS[$row]} $STEPS" in script
     for choice, kind, semantics in (("once", torch.optim.SGD, None), ("official", RepeatedSGD, "torch1.2"),
                                     ("official-torch2", RepeatedSGD, "torch2")):
         args = train_dada.resolve_setup(_preset(*TINY, "--backbone-sgd", choice))
