@@ -12,8 +12,8 @@
 #
 # Cost on the repository's 2-core CPU machine, the sum of the procedural scripts' figures in
 # the README (each measured alone, one thread per lane): AT/DT about 160 minutes (54 runs in 95
-# plus the 12 oracle runs in 65), DADA about 50 (15 runs), SemiMTL about 38, UM-Adapt about 59,
-# HeadFreeze about 54: about 6 hours in all, one script after the other.
+# plus the 12 oracle runs in 65), DADA about 140 (21 runs in two lanes, 2026-12-04), SemiMTL
+# about 38, UM-Adapt about 59, HeadFreeze about 54: about 7.5 hours in all, one script after the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
