@@ -48,7 +48,8 @@ def hand_logits():
     ("semisd", "m1", "semantic", 2, [0], -math.log(0.5), 1e-4),            # 2-way: always to GT
 ])
 def test_fooling_loss_target_class_value_and_sign(method, mode, task, k, classes, value, weight):
-    args = parse("--method", method, "--mode", mode)
+    # the paper's weights (Sec. 4.1) given explicitly: the parser's defaults are the cpu preset's
+    args = parse("--method", method, "--mode", mode, "--lambda-intra", "1e-3", "--lambda-inter", "1e-4")
     plan = sm.dataset_plan(args)
     got, w = sm.fool_classes(args, plan, task, k)
     assert got == classes and w == weight
@@ -73,9 +74,9 @@ def test_discriminator_classes_per_method():
         args = parse("--method", method)
         plan = sm.dataset_plan(args)
         assert tuple(sm.pred_class(args, plan, "semantic", k) for k in (1, 2)) == expect
-    args = parse("--method", "da-seg")
+    args = parse("--method", "da-seg", "--lambda-intra", "1e-3", "--lambda-inter", "1e-4")
     assert sm.fool_classes(args, sm.dataset_plan(args), "semantic", 1) is None
-    assert sm.fool_classes(args, sm.dataset_plan(args), "semantic", 2) == ([0], 1e-4)
+    assert sm.fool_classes(args, sm.dataset_plan(args), "semantic", 2) == ([0], 1e-4)   # lambda_inter
 
 
 # ----------------------------------------------------------------------------- architecture
