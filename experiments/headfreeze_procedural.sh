@@ -9,11 +9,12 @@
 #   bash experiments/headfreeze_procedural.sh            # seeds 0 1 2
 #   SEEDS="0" bash experiments/headfreeze_procedural.sh  # one seed
 #   bash experiments/headfreeze_procedural.sh table      # the README table from finished runs
+#   ROWS="baseline headfreeze" bash ...                   # some rows only
 set -euo pipefail
 RUNS=${RUNS:-runs/headfreeze_proc}
 SEEDS=${SEEDS:-0 1 2}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-ROWS="baseline bn baseline+da mtl-src-anchor mtl-tgt-anchor mtl-both-anchor headfreeze oracle"
+ROWS=${ROWS:-baseline bn baseline+da mtl-src-anchor mtl-tgt-anchor mtl-both-anchor headfreeze oracle}
 flags() {  # flags ROW: the train_headfreeze.py flags of a row
   case $1 in
     bn) echo "--variant baseline --target-through-bn" ;;
