@@ -130,6 +130,8 @@ def test_missing_runs_print_dash_and_the_command(runs, capsys):
     assert line.endswith(f"| - | - | - | 0/0 | - (make them: `RUNS={runs}/atdt_proc bash "
                          "experiments/atdt_procedural.sh`) |")
     assert scoreboard.command("DADA", "runs") == "bash experiments/dada_procedural.sh"
+    assert scoreboard.command("DADA", "experiments/results/") == (   # the kept results: never weights there
+        "bash experiments/dada_procedural.sh && bash experiments/scoreboard.sh keep")
 
 
 def test_delta_m_choice_and_json(runs, tmp_path, capsys):

@@ -173,8 +173,11 @@ def stats(values):
 
 
 def command(method, runs):
-    """The command that makes a method's runs (RUNS= when --runs is not the scripts' default)."""
+    """The command that makes a method's runs (RUNS= when --runs is not the scripts' default;
+    for the kept results, the runs in runs/ and then `keep`, never weights in experiments/)."""
     name = SCRIPTS[method]
+    if os.path.normpath(runs) == os.path.join("experiments", "results"):
+        return f"bash experiments/{name}_procedural.sh && bash experiments/scoreboard.sh keep"
     env = "" if os.path.normpath(runs) == "runs" else f"RUNS={os.path.join(runs, name + '_proc')} "
     return f"{env}bash experiments/{name}_procedural.sh"
 
