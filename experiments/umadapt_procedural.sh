@@ -22,8 +22,8 @@ stage() {  # stage RUN_DIR FOLDER FLAGS...: one stage, skipped when its metrics.
 }
 seed_runs() {
   local seed=$1 run=$RUNS/seed$1
-  # The table's stage lengths, fixed here so that the no-argument run (the cpu preset) may be
-  # shorter than the scoreboard's.
+  # The table's stage lengths, written out (today the cpu preset's own) so that a change to
+  # the no-argument run's preset does not move the table.
   local common=(--seed "$seed" --transfer-iters 500 --base-iters 200 --ccr-iters 150 --adapt-iters 100)
   stage "$run" transfer --stage transfer "${common[@]}"
   stage "$run" base --stage base "${common[@]}"
