@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every procedural run the scoreboard reads (tools/scoreboard.py), then the scoreboard: the
 # five methods' procedural scripts in turn, each at its cpu preset with seeds 0-2 (SEEDS), each
-# skipping finished runs and resuming stopped ones, then the table. Runs go to runs/<method>_proc.
+# skipping finished runs and resuming stopped ones, then the table. Only the rows the scoreboard
+# reads: AT/DT's base and +aux +NDA variants without the oracles, HeadFreeze's five compared
+# rows (each method's page runs its whole table). Runs go to runs/<method>_proc.
 #
 #   bash experiments/scoreboard.sh            # everything, then the scoreboard
 #   bash experiments/scoreboard.sh table      # the scoreboard from finished runs only
@@ -10,10 +12,10 @@
 #   RUNS=experiments/results bash experiments/scoreboard.sh table   # the scoreboard of those
 #   SEEDS="0" bash experiments/scoreboard.sh  # one seed of everything
 #
-# Cost on the repository's 2-core CPU machine, the sum of the procedural scripts' figures in
-# the README (each measured alone, one thread per lane): AT/DT about 160 minutes (54 runs in 95
-# plus the 12 oracle runs in 65), DADA about 140 (21 runs in two lanes, 2026-12-04), SemiMTL
-# about 38, UM-Adapt about 59, HeadFreeze about 54: about 7.5 hours in all, one script after the other.
+# Cost on the repository's 2-core CPU machine, from the runs of 2026-12-04 (one thread per
+# lane): AT/DT about 42 minutes (its two directions in two lanes; 83 lane-minutes), DADA about
+# 145 (21 runs in two lanes), SemiMTL about 42, UM-Adapt about 48, HeadFreeze about 34 (15 runs):
+# about 5.2 hours in all, one script after the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
@@ -25,8 +27,10 @@ if [ "${1:-}" = keep ]; then   # the small files the scoreboard and the tables r
   exit
 fi
 if [ "${1:-}" != table ]; then
-  for method in atdt dada semimtl umadapt headfreeze; do
-    bash "experiments/${method}_procedural.sh"
-  done
+  VARIANTS="base full" ORACLES=0 bash experiments/atdt_procedural.sh
+  bash experiments/dada_procedural.sh
+  bash experiments/semimtl_procedural.sh
+  bash experiments/umadapt_procedural.sh
+  ROWS="baseline bn mtl-tgt-anchor mtl-both-anchor headfreeze" bash experiments/headfreeze_procedural.sh
 fi
 python tools/scoreboard.py --runs "$RUNS"
