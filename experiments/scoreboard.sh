@@ -14,8 +14,8 @@
 #
 # Cost on the repository's 2-core CPU machine, from the runs of 2026-12-04 (one thread per
 # lane): AT/DT about 42 minutes (its two directions in two lanes; 83 lane-minutes), DADA about
-# 145 (21 runs in two lanes), SemiMTL about 42, UM-Adapt about 48, HeadFreeze about 34 (15 runs):
-# about 5.2 hours in all, one script after the other.
+# 145 (21 runs in two lanes), SemiMTL about 42, UM-Adapt about 48, HeadFreeze about 24 (15 runs):
+# about 5 hours in all, one script after the other.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}
