@@ -12,8 +12,8 @@ On real data the defaults are the paper's and the official code's (PRESETS below
 on the procedural benchmark they are a small CPU run. Then `python train_transfer.py` (stage 2)
 reads this run folder. --src is domain A (T1 and T2 labels), --tgt is domain B (T1 labels
 only; its T2 labels, if any, are never read here).
-No arguments: 4.8 minutes, then train_transfer.py 2.5 more (one thread beside another run on the
-2-core CPU machine, 2026-12-04; an idle machine is faster).
+No arguments: 2.9 minutes, then train_transfer.py 1.5 more, in a fresh clone on the idle 2-core
+CPU machine (2026-12-04); 4.8 + 2.5 at one thread beside another run.
 """
 import argparse
 import os

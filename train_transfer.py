@@ -12,8 +12,8 @@ The Transfer Oracle of Tables 1-2 is this framework run with A = B = the target 
 row to this table. Model selection uses domain A's validation split only (Sec. 4, protocol);
 domain B is scored once, at the end: the AT/DT model, the baseline (N2 on B) and the rows
 given by checkpoint, in one table written to metrics.json.
-No arguments: 2.5 minutes after train_tasks.py's 4.8 (one thread beside another run on the
-2-core CPU machine, 2026-12-04; an idle machine is faster).
+No arguments: 1.5 minutes after train_tasks.py's 2.9, in a fresh clone on the idle 2-core CPU
+machine (2026-12-04); 2.5 after 4.8 at one thread beside another run.
 """
 import argparse
 import copy
