@@ -13,9 +13,9 @@
 #   SEEDS="0" bash experiments/scoreboard.sh  # one seed of everything
 #
 # Cost on the repository's 2-core CPU machine, from the runs of 2026-12-04 (one thread per
-# lane): AT/DT about 42 minutes (its two directions in two lanes; 83 lane-minutes), DADA about
-# 145 (21 runs in two lanes), SemiMTL about 42, UM-Adapt about 48, HeadFreeze about 24 (15 runs):
-# about 5 hours in all, one script after the other.
+# lane): AT/DT 83 minutes in one lane (its two directions run as two lanes here: about 42,
+# an estimate), DADA about 145 (21 runs in two lanes), SemiMTL 42, UM-Adapt 48, HeadFreeze 24
+# (15 runs): about 5 hours in all, one script after the other (estimated from those figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs}

@@ -132,6 +132,8 @@ def test_missing_runs_print_dash_and_the_command(runs, capsys):
     assert scoreboard.command("DADA", "runs") == "bash experiments/dada_procedural.sh"
     assert scoreboard.command("DADA", "experiments/results/") == (   # the kept results: never weights there
         "bash experiments/dada_procedural.sh && bash experiments/scoreboard.sh keep")
+    assert scoreboard.command("DADA", str(scoreboard.ROOT / "experiments" / "results")) == (
+        "bash experiments/dada_procedural.sh && bash experiments/scoreboard.sh keep")
 
 
 def test_delta_m_choice_and_json(runs, tmp_path, capsys):

@@ -28,7 +28,8 @@ import sys
 from collections import namedtuple
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 # read(runs) -> {seed: value}; lower: the claim is A < B; digits: decimals printed.
 Comparison = namedtuple("Comparison", "method label claim a b lower digits", defaults=(False, 2))
@@ -176,7 +177,7 @@ def command(method, runs):
     """The command that makes a method's runs (RUNS= when --runs is not the scripts' default;
     for the kept results, the runs in runs/ and then `keep`, never weights in experiments/)."""
     name = SCRIPTS[method]
-    if os.path.normpath(runs) == os.path.join("experiments", "results"):
+    if Path(runs).resolve() == ROOT / "experiments" / "results":   # however the path is spelled
         return f"bash experiments/{name}_procedural.sh && bash experiments/scoreboard.sh keep"
     env = "" if os.path.normpath(runs) == "runs" else f"RUNS={os.path.join(runs, name + '_proc')} "
     return f"{env}bash experiments/{name}_procedural.sh"
